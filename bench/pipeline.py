@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""Pipeline benchmark (`make bench-pipeline`): database write -> WebSocket receive latency.
+
+A fresh seeded database gets GROUPS extra groups, each with one attendance row. The real ASGI
+server (daphne) and the real listener (`manage.py realtime_listen`) run as separate processes.
+CLIENTS Supabase-protocol sockets (vsn 2.0.0) join `attendance:org_..:group_..` topics, spread
+evenly over the groups, each with a `postgres_changes` binding
+`{event: UPDATE, table: attendance, filter: group_id=eq.<group>}`. A writer updates the attendance
+rows round-robin, one transaction per change in the admin's tenant context (as the API does),
+paced at each RATE changes/second for SECONDS. The row's `notes` carries the write time, so the
+latency is commit -> trigger -> NOTIFY -> listener -> channel layer -> consumer -> socket.
+Lost = changes a subscriber of that group never received; duplicates are counted too.
+
+Environment: BENCH_CLIENTS (200), BENCH_GROUPS (50), BENCH_RATES ("100,500"), BENCH_SECONDS (10);
+DATABASE_URL/REDIS_URL as for the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "200"))
+GROUPS = int(os.environ.get("BENCH_GROUPS", "50"))
+RATES = [int(r) for r in os.environ.get("BENCH_RATES", "100,500").split(",")]
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+DRAIN_SECONDS = 5.0
+WARMUP_SECONDS = 3.0
+
+
+@dataclass
+class Run:
+    rate: int
+    writes: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # group -> changes
+    latencies: list[float] = field(default_factory=list)
+    seen: dict[int, set] = field(default_factory=lambda: defaultdict(set))  # client -> write ids
+    duplicates: int = 0
+    expected: int = 0
+    write_seconds: float = 0.0
+
+
+def seed(env: dict, org_id: str, admin_id: str) -> list[tuple[str, str]]:
+    """GROUPS groups with one student and one attendance row each: [(group_id, attendance_id)]."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harry_realtime.settings")
+    import django
+
+    django.setup()
+    from harry_realtime.tenancy import dangerously_platform_context
+    from school.models import Attendance, Organization, Teacher, User
+    from school.tests.factories import GroupFactory, StudentFactory
+
+    rows = []
+    with dangerously_platform_context():
+        org = Organization.objects.get(pk=org_id)
+        admin = User.objects.get(pk=admin_id)
+        teacher = Teacher.objects.filter(organization=org).first()
+        for i in range(GROUPS):
+            group = GroupFactory(organization=org, name=f"Bench {i}")
+            student = StudentFactory(organization=org)
+            attendance = Attendance.objects.create(
+                organization=org, student=student, group=group, teacher=teacher, status="present", marked_by=admin
+            )
+            rows.append((str(group.pk), str(attendance.pk)))
+    from django.db import connections
+
+    connections.close_all()
+    if hasattr(connections["default"], "close_pool"):
+        connections["default"].close_pool()
+    return rows
+
+
+def start_listener(env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "realtime_listen", "--poll-interval", "1"],
+        cwd=ROOT,
+        env={**env, "LOG_LEVEL": "INFO"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in proc.stdout:
+        if "listener active" in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc
+    raise RuntimeError("the listener did not start")
+
+
+def wait_until_drained(dsn: str, timeout: float = 60) -> None:
+    import psycopg
+
+    deadline = time.time() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET ROLE harry_platform")
+        while time.time() < deadline:
+            if conn.execute("SELECT count(*) FROM realtime_events WHERE processed_at IS NULL").fetchone()[0] == 0:
+                return
+            time.sleep(0.2)
+    raise RuntimeError("the listener did not drain its backlog")
+
+
+def writer(dsn: str, org_id: str, admin_id: str, rows: list[tuple[str, str]], rate: int, label: str) -> tuple:
+    """Runs in its own process, so the clients' event loop does not slow the pacing."""
+    import psycopg
+
+    writes: dict[str, int] = defaultdict(int)
+    total = int(rate * SECONDS)
+    with psycopg.connect(dsn) as conn:
+        start = time.perf_counter()
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            group, attendance = rows[i % len(rows)]
+            with conn.transaction():
+                conn.execute(
+                    "SELECT set_config('app.org_id', %s, true), set_config('app.user_id', %s, true),"
+                    " set_config('app.role', 'admin', true)",
+                    [org_id, admin_id],
+                )
+                conn.execute(
+                    "UPDATE attendance SET notes = %s WHERE id = %s", [f"{label}:{i}:{time.time():.6f}", attendance]
+                )
+            writes[group] += 1
+        return dict(writes), time.perf_counter() - start
+
+
+async def client(index: int, url: str, topic: str, group: str, token: str, ready: list, runs: dict) -> None:
+    import websockets
+
+    binding = {"event": "UPDATE", "schema": "public", "table": "attendance", "filter": f"group_id=eq.{group}"}
+    join = {"config": {"postgres_changes": [binding]}, "access_token": token}
+    async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+        await ws.send(json.dumps(["1", "1", topic, "phx_join", join]))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply[3] == "phx_reply":
+                assert reply[4]["status"] == "ok", reply
+                break
+        ready[0] += 1
+        beat = asyncio.get_running_loop().create_task(_heartbeat(ws))
+        try:
+            async for raw in ws:
+                now = time.time()
+                if '"postgres_changes"' not in raw[:200]:
+                    continue  # the broadcast twin of each change: not what is measured
+                message = json.loads(raw)
+                if message[3] != "postgres_changes":
+                    continue
+                label, write_id, sent = message[4]["data"]["record"]["notes"].split(":")
+                run = runs.get(label)
+                if run is None:
+                    continue
+                if int(write_id) in run.seen[index]:
+                    run.duplicates += 1
+                    continue
+                run.seen[index].add(int(write_id))
+                run.latencies.append(now - float(sent))
+        finally:
+            beat.cancel()
+
+
+async def _heartbeat(ws) -> None:
+    ref = 100
+    while True:
+        await asyncio.sleep(20)
+        ref += 1
+        await ws.send(json.dumps([None, str(ref), "phoenix", "heartbeat", {}]))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def measure(port: int, dsn: str, org_id: str, admin_id: str, token: str, rows) -> list[Run]:
+    url = f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey=bench&vsn=2.0.0"
+    clients_of_group: dict[str, list[int]] = defaultdict(list)
+    runs: dict[str, Run] = {}
+    ready = [0]
+    tasks = []
+    for i in range(CLIENTS):
+        group = rows[i % len(rows)][0]
+        clients_of_group[group].append(i)
+        topic = f"realtime:attendance:org_{org_id}:group_{group}"
+        tasks.append(asyncio.create_task(client(i, url, topic, group, token, ready, runs)))
+    while ready[0] < CLIENTS:
+        await asyncio.sleep(0.1)
+        if any(t.done() for t in tasks):
+            [t.result() for t in tasks if t.done()]
+    await asyncio.sleep(WARMUP_SECONDS)  # the joins' own bookkeeping settles first
+    results = []
+    for rate in RATES:
+        label = f"r{rate}"
+        run = Run(rate=rate)
+        runs[label] = run
+        print(f"[bench] {rate} changes/s for {SECONDS:.0f}s to {CLIENTS} subscribers", file=sys.stderr)
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(1) as pool:
+            writes, run.write_seconds = await loop.run_in_executor(
+                pool, writer, dsn, org_id, admin_id, rows, rate, label
+            )
+        run.writes.update(writes)
+        await asyncio.sleep(DRAIN_SECONDS)
+        run.expected = sum(run.writes[g] * len(c) for g, c in clients_of_group.items())
+        results.append(run)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
+def main() -> int:
+    from bench.gateway import sign, start_server
+
+    original_env = dict(os.environ)
+    name = f"bench_pipeline_{secrets.token_hex(3)}"
+    prepared = json.loads(
+        subprocess.run(
+            [sys.executable, str(ROOT / "e2e" / "prepare.py"), "create", name],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    key = secrets.token_hex(32)
+    school = prepared["schools"]["a"]
+    admin = school["users"]["admin"]
+    env = {
+        **os.environ,
+        **prepared["env"],
+        "BENCH_GATEWAY_SERVER": "1",
+        "JWT_SIGNING_KEY": key,
+        "CHANNEL_LAYER_PREFIX": f"bench{secrets.token_hex(3)}",
+        "REALTIME_API_KEY": "",
+        "REALTIME_MAX_CONNECTIONS_PER_USER": str(CLIENTS + 10),
+        "REALTIME_MAX_CONNECTIONS_PER_ORG": str(CLIENTS + 10),
+        "REALTIME_MAX_CHANNELS_PER_CONNECTION": "10",
+        "LOG_LEVEL": "INFO",  # daphne announces its port at INFO
+    }
+    dsn = prepared["env"]["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
+    server = listener = None
+    try:
+        rows = seed(env, school["org"], admin["id"])
+        listener = start_listener(env)
+        wait_until_drained(dsn)
+        server, port = start_server("daphne", env)
+        results = asyncio.run(measure(port, dsn, school["org"], admin["id"], sign(key, admin), rows))
+    finally:
+        for proc in (server, listener):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+        subprocess.run(
+            [sys.executable, str(ROOT / "e2e" / "prepare.py"), "drop", name], cwd=ROOT, env=original_env, check=False
+        )
+    print(f"\nPipeline: {CLIENTS} subscribers over {GROUPS} attendance topics, daphne + realtime_listen")
+    columns = ("changes/s", "writes", "expected", "received", "lost", "dup", "p50 ms", "p99 ms", "max ms")
+    print(" ".join(f"{c:>9}" for c in columns))
+    failed = False
+    for run in results:
+        received = sum(len(s) for s in run.seen.values())
+        lost = run.expected - received
+        achieved = sum(run.writes.values()) / run.write_seconds if run.write_seconds else 0
+        counts = (run.rate, sum(run.writes.values()), run.expected, received, lost, run.duplicates)
+        times = (pct(run.latencies, 0.5), pct(run.latencies, 0.99), pct(run.latencies, 1.0))
+        print(
+            " ".join(f"{c:>9}" for c in counts),
+            " ".join(f"{t:>9.1f}" for t in times),
+            f"  (writer achieved {achieved:.0f}/s)",
+        )
+        failed |= lost != 0
+    print("\nTarget: p99 < 200 ms at 500 changes/s, zero lost.")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real test database (owner migrates, app role serves) and two schools."""
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker):
+    """Create and migrate the test database as the owner; tests then connect as the app role."""
+    with django_db_blocker.unblock():
+        owner = connections["owner"]
+        original_name = owner.settings_dict["NAME"]
+        test_name = owner.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        app = connections["default"]
+        app.close()
+        if hasattr(app, "close_pool"):
+            app.close_pool()
+        app.settings_dict["NAME"] = test_name
+        with owner.cursor() as cursor:
+            # Test-only: transactional tests empty the tables between tests as the app role.
+            cursor.execute(f'GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO "{app.settings_dict["USER"]}"')
+    yield
+    with django_db_blocker.unblock():
+        connections["default"].close()
+        if hasattr(connections["default"], "close_pool"):
+            connections["default"].close_pool()
+        owner.creation.destroy_test_db(original_name, verbosity=0)
+
+
+def tenant_of(user) -> Tenant:
+    return Tenant(organization_id=user.organization_id, user_id=user.pk, role=user.role)
+
+
+@pytest.fixture
+def as_user():
+    """`with as_user(user): ...` runs ORM code the way a request of that user would."""
+    return lambda user: tenant_context(tenant_of(user))
+
+
+@pytest.fixture
+def schools(db):
+    """Two schools (a: Tashkent, b: Samarkand), each from `build_school`."""
+    from school.tests.factories import build_school
+
+    with dangerously_platform_context():
+        return type("Schools", (), {"a": build_school("Alpha", "alpha"), "b": build_school("Bravo", "bravo")})
+
+
+@pytest.fixture
+def api():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def token_for():
+    from harry_realtime.auth import issue_token_pair
+
+    return lambda user: issue_token_pair(user)["access"]
+
+
+@pytest.fixture
+def client_for(token_for):
+    from rest_framework.test import APIClient
+
+    def make(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+        return client
+
+    return make
+
+
+def pytest_configure(config):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

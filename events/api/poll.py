@@ -1,0 +1,73 @@
+"""`GET /api/realtime/poll?since=<seq>&limit=&priority=`: the WebSocket fallback (spec)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from events import domain, ferpa, outbox, selectors
+from events.topics import topics_for_user
+from harry_realtime.api import ApiError, TenantAPIView
+
+
+class PollQuerySerializer(serializers.Serializer):
+    since = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=selectors.POLL_MAX, default=100)
+    priority = serializers.CharField(required=False, allow_blank=True)
+
+    def validate_priority(self, value: str) -> list[str]:
+        priorities = [p.strip() for p in value.split(",") if p.strip()]
+        unknown = [p for p in priorities if p not in domain.PRIORITY_ORDER]
+        if unknown:
+            raise serializers.ValidationError(f"unknown priority: {', '.join(unknown)}")
+        return priorities
+
+
+class PollView(TenantAPIView):
+    """The user's visible events after `since`, in seq order, each as the messages its topics
+    carried (FERPA-filtered for this user), and `next` to pass as `since` next time."""
+
+    def get(self, request: Request) -> Response:
+        query = PollQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise ApiError("invalid_poll_query", "The poll query is not valid.", details=query.errors)
+        user = request.user
+        rows, cursor = selectors.poll_events(
+            user,
+            since=query.validated_data["since"],
+            limit=query.validated_data["limit"],
+            priorities=query.validated_data.get("priority") or None,
+        )
+        topics = set(topics_for_user(user))
+        events = []
+        for event in rows:
+            target = event.target_user_id
+            messages = []
+            for topic, message in outbox.messages_for(event):
+                watches = ferpa.access_level(user.pk, message["audience"]) != "public"
+                if user.role != "admin" and topic not in topics and not watches and str(target) != str(user.pk):
+                    continue
+                if message["type"] == "realtime.broadcast":
+                    item = outbox.broadcast_for_recipient(message, user_id=user.pk, role=user.role)
+                else:
+                    data = message["data"]
+                    if not ferpa.may_receive(
+                        user.pk, user.role, message["audience"], data["record"] or data["old_record"]
+                    ):
+                        continue
+                    level = ferpa.access_level(user.pk, message["audience"])
+                    item = {"type": "postgres_changes", "data": ferpa.filter_change(data, level)}
+                if item is not None:
+                    messages.append({"topic": topic, **item})
+            if messages:
+                events.append(
+                    {
+                        "id": event.seq,
+                        "event_type": event.event_type,
+                        "priority": event.priority,
+                        "created_at": event.created_at,
+                        "messages": messages,
+                    }
+                )
+        return Response({"events": events, "next": cursor})

@@ -1,0 +1,61 @@
+"""Request bodies of the broadcast endpoints (the spec's BroadcastEventRequest and supabase-js's)."""
+
+from rest_framework import serializers
+
+from events.models import PRIORITIES
+from events.services import DELIVERY_METHODS, EVENT_TYPES, SCOPES
+
+
+class MultilingualTextSerializer(serializers.Serializer):
+    en = serializers.CharField(max_length=2000)
+    uz = serializers.CharField(max_length=2000, required=False)
+    ru = serializers.CharField(max_length=2000, required=False)
+    ar = serializers.CharField(max_length=2000, required=False)
+
+
+class BroadcastPayloadSerializer(serializers.Serializer):
+    title = MultilingualTextSerializer()
+    content = MultilingualTextSerializer()
+    actionData = serializers.DictField(required=False)
+    culturalContext = serializers.DictField(required=False)
+
+
+class DeliverySerializer(serializers.Serializer):
+    priority = serializers.ChoiceField(choices=PRIORITIES)
+    scheduledFor = serializers.DateTimeField(required=False)
+    expiresAt = serializers.DateTimeField(required=False)
+    methods = serializers.ListField(child=serializers.ChoiceField(choices=sorted(DELIVERY_METHODS)), allow_empty=False)
+
+
+class CulturalSerializer(serializers.Serializer):
+    islamicValuesCompliant = serializers.BooleanField()
+    prayerTimeAware = serializers.BooleanField()
+    multilingualContent = serializers.BooleanField()
+    familyNotificationRequired = serializers.BooleanField()
+
+
+class BroadcastEventRequestSerializer(serializers.Serializer):
+    eventType = serializers.ChoiceField(choices=sorted(EVENT_TYPES))
+    targetScope = serializers.ChoiceField(choices=SCOPES)
+    targetIds = serializers.ListField(child=serializers.CharField(max_length=64), max_length=500)
+    payload = BroadcastPayloadSerializer()
+    delivery = DeliverySerializer()
+    cultural = CulturalSerializer()
+
+
+class BroadcastEventResultSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    seq = serializers.IntegerField()
+    topics = serializers.ListField(child=serializers.CharField())
+    scheduledFor = serializers.DateTimeField()
+
+
+class ClientBroadcastMessageSerializer(serializers.Serializer):
+    topic = serializers.CharField(max_length=255)
+    event = serializers.CharField(max_length=255)
+    payload = serializers.JSONField(required=False, default=dict)
+    private = serializers.BooleanField(required=False, default=False)
+
+
+class ClientBroadcastRequestSerializer(serializers.Serializer):
+    messages = ClientBroadcastMessageSerializer(many=True, allow_empty=False, max_length=100)

@@ -1,0 +1,462 @@
+"""RealtimeSocket: the Supabase Realtime protocol on `/realtime/v1/websocket` (PROTOCOL.md).
+
+One consumer per WebSocket. Every joined topic is a `JoinedChannel` in `self.channels_joined`
+(keyed by the full `realtime:` topic) holding what the join established: join_ref, config,
+postgres_changes bindings, the user and token claims, the tracked presence. Server-side fan-out
+reaches sockets through the channel layer group of a topic (`events.topics.group_name`):
+
+  {"type": "realtime.broadcast", "topic", "event", "payload", "meta", "sender"}  -> broadcast
+  {"type": "realtime.presence_diff", "topic", "joins", "leaves"}                 -> presence_diff
+
+Lifecycle points: connect, handle_heartbeat, handle_join (authorize, then complete_join),
+handle_leave / leave_channel, handle_track / handle_untrack, handle_access_token,
+realtime_tick (idle close and token expiry), disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from harry_realtime.auth import TokenClaims, TokenError, load_user, verify_token
+from harry_realtime.tenancy import tenant_context
+from presence import state as presence_state
+from presence.mirror import PresenceMirror
+
+from . import limits
+from .bindings import Binding, BindingError, parse_bindings
+from .delivery import PipelineDeliveryMixin, validate_replay
+from .protocol import (
+    SUPPORTED_VSNS,
+    TOPIC_PREFIX,
+    VSN_1,
+    Message,
+    ProtocolError,
+    decode_binary,
+    decode_text,
+    encode,
+    payload_size,
+    push,
+    reply,
+)
+from .topics import Topic, TopicDenied, authorize_topic, group_name
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+
+
+@dataclass
+class JoinedChannel:
+    """What one successful join established; the unit other parts of the gateway work on."""
+
+    topic: str  # with the `realtime:` prefix, as on the wire
+    sub_topic: str  # without it: the topic of events.topics and of the channel layer messages
+    join_ref: str | None
+    group: str
+    config: dict[str, Any]
+    bindings: list[Binding]
+    user: Any
+    claims: TokenClaims
+    subject: Topic
+    presence_key: str
+    presence_entry: dict[str, Any] | None = None
+    joined_at: float = field(default_factory=time.time)
+
+    @property
+    def broadcast_self(self) -> bool:
+        return bool((self.config.get("broadcast") or {}).get("self"))
+
+    @property
+    def broadcast_ack(self) -> bool:
+        return bool((self.config.get("broadcast") or {}).get("ack"))
+
+
+class JoinRefused(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@database_sync_to_async
+def _authorize(claims: TokenClaims, sub_topic: str):
+    user = load_user(claims)
+    with tenant_context(claims.tenant):
+        return user, authorize_topic(user, sub_topic)
+
+
+class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.vsn = VSN_1
+        self.apikey = ""
+        self.channels_joined: dict[str, JoinedChannel] = {}
+        self.slot: limits.ConnectionSlot | None = None
+        self.rate = limits.message_rate_limiter()
+        self.last_frame = time.monotonic()
+        self.watchdog: asyncio.Task | None = None
+        self.deadlines_changed = asyncio.Event()
+        # Keeps realtime_subscriptions / realtime_presence true for this socket (debounced).
+        self.mirror = PresenceMirror()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.vsn = params.get("vsn", [VSN_1])[0]
+        self.apikey = params.get("apikey", [""])[0]
+        if self.vsn not in SUPPORTED_VSNS:
+            await self.close()
+            return
+        if settings.REALTIME_API_KEY and not hmac.compare_digest(
+            self.apikey.encode(), settings.REALTIME_API_KEY.encode()
+        ):
+            await self.close()
+            return
+        await self.accept()
+        self.mirror.opened(websocket_id=self.channel_name, params=params)
+        presence_state.ensure_liveness()
+        self.watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    async def disconnect(self, code: int) -> None:
+        await self.mirror.closed()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        for channel in list(self.channels_joined.values()):
+            await self.leave_channel(channel, notify=False)
+        if self.slot is not None:
+            await self.slot.release()
+            self.slot = None
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_frame = time.monotonic()
+        frame = text_data if text_data is not None else bytes_data or b""
+        if len(frame) > limits.max_frame_bytes():
+            log.warning("closing socket: %d byte frame exceeds the limit", len(frame))
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            message = decode_text(text_data, self.vsn) if text_data is not None else decode_binary(frame)
+        except ProtocolError as exc:
+            bad = Message(topic=exc.topic or "phoenix", event="unknown", payload=None, ref=exc.ref)
+            await self._reply(bad, "error", {"reason": f"MalformedMessage: {exc.reason}"})
+            return
+        if not (message.topic == "phoenix" and message.event == "heartbeat") and not self.rate.allow():
+            limit = settings.REALTIME_MAX_MESSAGES_PER_SECOND
+            await self._reply(
+                message,
+                "error",
+                {"error": "rate_limited", "reason": f"RateLimited: at most {limit} messages per second"},
+            )
+            return
+        try:
+            await self.dispatch_message(message)
+        except Exception:  # one bad message must not take the socket (or the process) down
+            log.exception("realtime message failed topic=%r event=%r", message.topic, message.event)
+            await self._reply(message, "error", {"reason": "InternalError: the server could not handle this message"})
+
+    async def dispatch_message(self, message: Message) -> None:
+        if message.topic == "phoenix":
+            if message.event == "heartbeat":
+                await self.handle_heartbeat(message)
+            else:
+                await self._reply(message, "error", {"reason": "unmatched topic"})
+            return
+        if message.event == "phx_join":
+            await self.handle_join(message)
+            return
+        channel = self.channels_joined.get(message.topic)
+        if channel is None:
+            await self._reply(message, "error", {"reason": "unmatched topic"})
+            return
+        handler = {
+            "phx_leave": self.handle_leave,
+            "broadcast": self.handle_broadcast,
+            "presence": self.handle_presence,
+            "access_token": self.handle_access_token,
+            "delivery_ack": self.handle_delivery_ack,
+        }.get(message.event)
+        if handler is None:
+            await self._reply(message, "error", {"reason": f"UnknownEvent: {message.event!r}"})
+            return
+        await handler(channel, message)
+
+    async def handle_heartbeat(self, message: Message) -> None:
+        await self._reply(message, "ok")
+        if self.slot is not None:
+            await self.slot.renew()
+        await self.mirror.heartbeat()
+
+    # -- join / leave -------------------------------------------------------------------------
+
+    async def handle_join(self, message: Message) -> None:
+        try:
+            channel = await self.authorize_join(message)
+        except JoinRefused as refused:
+            log.info("join refused topic=%r reason=%s", message.topic, refused.reason)
+            await self._reply(message, "error", {"reason": refused.reason})
+            return
+        await self.complete_join(message, channel)
+
+    async def authorize_join(self, message: Message) -> JoinedChannel:
+        topic = message.topic
+        sub_topic = topic[len(TOPIC_PREFIX) :] if topic.startswith(TOPIC_PREFIX) else ""
+        if not sub_topic:
+            raise JoinRefused("TopicNameRequired: topics look like realtime:<channel name>")
+        payload = message.payload if isinstance(message.payload, dict) else {}
+        config = payload.get("config") or {}
+        if not isinstance(config, dict):
+            raise JoinRefused("InvalidJoinPayload: config must be an object")
+        if topic not in self.channels_joined and len(self.channels_joined) >= limits.max_channels():
+            raise JoinRefused(f"ChannelLimitReached: at most {limits.max_channels()} channels per connection")
+        token = payload.get("access_token") or ("" if settings.REALTIME_API_KEY else self.apikey)
+        try:
+            claims = verify_token(token)
+        except TokenError as exc:
+            raise JoinRefused(f"InvalidJWTToken: {exc.message}") from None
+        if self.slot is not None and claims.user_id != self.slot.user_id:
+            raise JoinRefused("InvalidJWTToken: this connection belongs to another user")
+        try:
+            bindings = parse_bindings(config.get("postgres_changes"))
+        except BindingError as exc:
+            raise JoinRefused(f"InvalidPostgresChanges: {exc.reason}") from None
+        if (replay_error := validate_replay(config)) is not None:
+            raise JoinRefused(replay_error)
+        try:
+            user, subject = await _authorize(claims, sub_topic)
+        except TokenError as exc:
+            raise JoinRefused(f"InvalidJWTToken: {exc.message}") from None
+        except TopicDenied as denied:
+            raise JoinRefused(denied.reason) from None
+        if self.slot is None:
+            slot = limits.ConnectionSlot(self.channel_name, claims.user_id, claims.organization_id)
+            try:
+                await slot.acquire()
+            except limits.ConnectionLimitReached as exc:
+                raise JoinRefused(exc.reason) from None
+            self.slot = slot
+        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
+        return JoinedChannel(
+            topic=topic,
+            sub_topic=sub_topic,
+            join_ref=message.join_ref or message.ref,
+            group=group_name(sub_topic),
+            config=config,
+            bindings=bindings,
+            user=user,
+            claims=claims,
+            subject=subject,
+            presence_key=str(presence.get("key") or ""),
+        )
+
+    async def complete_join(self, message: Message, channel: JoinedChannel) -> None:
+        previous = self.channels_joined.get(channel.topic)
+        if previous is not None:
+            # A re-join replaces the old join; its phx_close carries the old join_ref, which the
+            # client drops as outdated.
+            await self.leave_channel(previous, notify=True)
+        self.channels_joined[channel.topic] = channel
+        await self.channel_layer.group_add(channel.group, self.channel_name)
+        self.deadlines_changed.set()
+        await self._reply(message, "ok", {"postgres_changes": [b.echo() for b in channel.bindings]})
+        await self._send(push(channel.topic, "presence_state", await presence_state.state(channel.sub_topic)))
+        if channel.bindings:
+            await self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")
+        await self.mirror.joined(user=channel.user, topic=channel.sub_topic)
+        await self.replay_on_join(channel)
+
+    async def handle_leave(self, channel: JoinedChannel, message: Message) -> None:
+        await self._reply(message, "ok")
+        await self.leave_channel(channel, notify=True)
+
+    async def leave_channel(self, channel: JoinedChannel, *, notify: bool) -> None:
+        if self.channels_joined.get(channel.topic) is channel:
+            del self.channels_joined[channel.topic]
+            self.forget_replay(channel)
+        await self.channel_layer.group_discard(channel.group, self.channel_name)
+        if channel.presence_entry is not None:
+            await self._untrack(channel)
+        if notify:
+            await self._send(push(channel.topic, "phx_close", {}, join_ref=channel.join_ref))
+        await self.mirror.left(topic=channel.sub_topic)
+
+    # -- broadcast ----------------------------------------------------------------------------
+
+    async def handle_broadcast(self, channel: JoinedChannel, message: Message) -> None:
+        body = message.payload
+        if not isinstance(body, dict) or not isinstance(body.get("event"), str) or not body["event"]:
+            await self._reply(message, "error", {"error": "invalid_broadcast", "reason": "broadcast needs an event"})
+            return
+        payload = body.get("payload")
+        if payload_size(payload) > limits.max_payload_bytes():
+            await self._reply(
+                message,
+                "error",
+                {
+                    "error": "payload_size_exceeded",
+                    "reason": f"PayloadTooLarge: at most {limits.max_payload_bytes()} bytes per message",
+                },
+            )
+            return
+        await self.channel_layer.group_send(
+            channel.group,
+            {
+                "type": "realtime.broadcast",
+                "topic": channel.sub_topic,
+                "event": body["event"],
+                "payload": payload,
+                "meta": None,
+                "sender": self.channel_name,
+            },
+        )
+        if channel.broadcast_ack:
+            await self._reply(message, "ok")
+
+    async def realtime_broadcast(self, event: dict[str, Any]) -> None:
+        channel = self.channels_joined.get(TOPIC_PREFIX + event["topic"])
+        if channel is None:
+            return
+        if event.get("sender") == self.channel_name and not channel.broadcast_self:
+            return
+        if "audience" in event:  # from the outbox listener: row rules, FERPA, replay seam
+            body = self.pipeline_broadcast_body(channel, event)
+            if body is None:
+                return
+        else:
+            body = {"type": "broadcast", "event": event["event"], "payload": event.get("payload")}
+            if event.get("meta"):
+                body["meta"] = event["meta"]
+        await self._send(push(channel.topic, "broadcast", body))
+        self.mirror.event_delivered()
+
+    # -- presence -----------------------------------------------------------------------------
+
+    async def handle_presence(self, channel: JoinedChannel, message: Message) -> None:
+        body = message.payload if isinstance(message.payload, dict) else {}
+        if body.get("event") == "track":
+            await self.handle_track(channel, message, body.get("payload"))
+        elif body.get("event") == "untrack":
+            await self.handle_untrack(channel, message)
+        else:
+            await self._reply(message, "error", {"reason": "UnknownPresenceEvent: use track or untrack"})
+
+    async def handle_track(self, channel: JoinedChannel, message: Message, meta: Any) -> None:
+        meta = {} if meta is None else meta
+        if not isinstance(meta, dict):
+            await self._reply(message, "error", {"reason": "InvalidPresence: the tracked payload must be an object"})
+            return
+        if payload_size(meta) > limits.max_payload_bytes():
+            await self._reply(message, "error", {"error": "payload_size_exceeded", "reason": "PayloadTooLarge"})
+            return
+        if not channel.presence_key:
+            channel.presence_key = presence_state.new_ref()
+        entry = await presence_state.track(
+            topic=channel.sub_topic,
+            presence_key=channel.presence_key,
+            meta=meta,
+            user_id=channel.claims.user_id,
+            organization_id=channel.claims.organization_id,
+            connection=self.channel_name,
+        )
+        previous, channel.presence_entry = channel.presence_entry, entry
+        if previous is not None:
+            await presence_state.untrack(topic=channel.sub_topic, ref=previous["ref"])
+        await self._reply(message, "ok")
+        await presence_state.publish_diff(channel.sub_topic, joins=[entry], leaves=[previous] if previous else [])
+        await self.mirror.tracked(topic=channel.sub_topic, meta=meta)
+
+    async def handle_untrack(self, channel: JoinedChannel, message: Message) -> None:
+        await self._reply(message, "ok")
+        if channel.presence_entry is not None:
+            await self._untrack(channel)
+
+    async def _untrack(self, channel: JoinedChannel) -> None:
+        entry, channel.presence_entry = channel.presence_entry, None
+        removed = await presence_state.untrack(topic=channel.sub_topic, ref=entry["ref"])
+        if removed is not None:
+            await presence_state.publish_diff(channel.sub_topic, joins=[], leaves=[removed])
+        await self.mirror.untracked(topic=channel.sub_topic)
+
+    async def realtime_presence_diff(self, event: dict[str, Any]) -> None:
+        channel = self.channels_joined.get(TOPIC_PREFIX + event["topic"])
+        if channel is not None:
+            await self._send(push(channel.topic, "presence_diff", {"joins": event["joins"], "leaves": event["leaves"]}))
+
+    # -- tokens, idle sockets -----------------------------------------------------------------
+
+    async def handle_access_token(self, channel: JoinedChannel, message: Message) -> None:
+        body = message.payload if isinstance(message.payload, dict) else {}
+        try:
+            claims = verify_token(body.get("access_token"))
+            if claims.user_id != channel.claims.user_id:
+                raise TokenError("invalid_token", "Invalid token: it names another user than this channel's")
+        except TokenError as exc:
+            await self._system(channel, "system", "error", exc.message)
+            await self.leave_channel(channel, notify=True)
+            return
+        channel.claims = claims
+        self.deadlines_changed.set()
+
+    async def realtime_tick(self, event: dict[str, Any]) -> None:
+        """Deadlines reached (sent by this socket's own watchdog, so it runs between messages)."""
+        if time.monotonic() - self.last_frame >= limits.idle_timeout():
+            log.info("closing socket silent for %.0f s", time.monotonic() - self.last_frame)
+            await self.close(code=CLOSE_NORMAL)
+            return
+        now = time.time()
+        for channel in list(self.channels_joined.values()):
+            if channel.claims.expires_at <= now:
+                ago = int(now - channel.claims.expires_at)
+                await self._system(channel, "system", "error", f"Token has expired {ago} seconds ago")
+                await self.leave_channel(channel, notify=True)
+
+    def _next_deadline(self) -> float:
+        """Seconds until the idle timeout or the earliest token expiry of a joined channel."""
+        wait = self.last_frame + limits.idle_timeout() - time.monotonic()
+        now = time.time()
+        for channel in self.channels_joined.values():
+            wait = min(wait, channel.claims.expires_at - now)
+        return max(0.0, wait)
+
+    async def _watch(self) -> None:
+        while True:
+            self.deadlines_changed.clear()
+            wait = self._next_deadline()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self.deadlines_changed.wait(), timeout=wait)
+                    continue
+                except TimeoutError:
+                    pass
+                if self._next_deadline() > 0:
+                    continue  # a frame or a new token moved the deadline meanwhile
+            await self.channel_layer.send(self.channel_name, {"type": "realtime.tick"})
+            # Give the consumer time to act on the tick before computing the next deadline.
+            await asyncio.sleep(0.5)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send(self, message: Message) -> None:
+        await self.send(text_data=encode(message, self.vsn))
+
+    async def _reply(self, request: Message, status: str, response: dict | None = None) -> None:
+        await self._send(reply(request, status, response))
+
+    async def _system(self, channel: JoinedChannel, extension: str, status: str, text: str) -> None:
+        await self._send(
+            push(
+                channel.topic,
+                "system",
+                {"extension": extension, "status": status, "message": text, "channel": channel.sub_topic},
+            )
+        )

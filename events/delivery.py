@@ -1,0 +1,181 @@
+"""The pipeline's side of the socket consumer: stored events reaching one WebSocket.
+
+Mixed into `RealtimeSocket` (events/consumers.py):
+- `realtime_postgres_change`: a captured row change becomes a `postgres_changes` push for the
+  join's matching bindings, only when the row is the user's to see, FERPA-filtered for them.
+  The listener folds the change's broadcast into the same message (key `broadcast`), which is
+  delivered first, as if it had come on its own.
+- `pipeline_broadcast_body`: the listener's broadcasts (they carry an `audience`) get the same
+  row rules and FERPA filter; events already sent by join-time replay are dropped.
+- `replay_on_join`: `config.broadcast.replay = {since: <ms epoch>, limit: <n <= 1000>}` (and, as an
+  extension, `after_id: <seq>`) sends the topic's stored events before any live one, each with
+  `meta.id` = seq and `meta.replayed: true`. The consumer handles one message at a time and joins
+  the topic group before reading, so a live event is either in the replay (and dropped when it
+  arrives live) or arrives after it: no gap, no duplicate at the seam.
+- `handle_delivery_ack`: the client acknowledgement. Event `delivery_ack` on a joined topic with
+  payload `{"ids": [<meta.id>, ...]}` (at most 500) marks those events `delivered`; the reply is
+  `{"status": "ok", "response": {"delivered": <count>}}`. realtime-js sends it with
+  `channel._push('delivery_ack', {ids})` (or any Phoenix client with a custom event).
+- Reaching the socket of an event's target user marks it `sent` (batched, off the delivery path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from harry_realtime.tenancy import tenant_context
+
+from . import outbox, selectors
+from .protocol import TOPIC_PREFIX, Message, push
+
+log = logging.getLogger(__name__)
+
+MAX_ACK_IDS = 500
+SENT_FLUSH_SECONDS = 0.2
+
+
+def _replay_config(config: dict) -> dict | None:
+    replay = (config.get("broadcast") or {}).get("replay")
+    return replay if isinstance(replay, dict) else None
+
+
+def validate_replay(config: dict) -> str | None:
+    """Why a join's replay request is refused, or None when it is absent or valid."""
+    replay = _replay_config(config)
+    if replay is None:
+        return None
+    since, limit, after = replay.get("since"), replay.get("limit", 100), replay.get("after_id")
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+        return "InvalidReplay: since must be a time in milliseconds since the epoch"
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
+        return "InvalidReplay: after_id must be an event id"
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= selectors.REPLAY_MAX:
+        return f"InvalidReplay: limit must be between 1 and {selectors.REPLAY_MAX}"
+    if since is None and after is None:
+        return "InvalidReplay: give since (ms) or after_id"
+    return None
+
+
+@database_sync_to_async
+def _replayed_messages(claims: Any, user: Any, topic: str, replay: dict) -> list[dict]:
+    with tenant_context(claims.tenant):
+        events = selectors.replay_events(
+            user,
+            topic=topic,
+            since_ms=replay.get("since"),
+            after_id=replay.get("after_id"),
+            limit=replay.get("limit", 100),
+        )
+        return [m for event in events for _, m in outbox.messages_for(event, topic=topic, replayed=True)]
+
+
+@database_sync_to_async
+def _mark(claims: Any, seqs: list[int], *, delivered: bool, user_id: Any = None) -> int:
+    with tenant_context(claims.tenant):
+        if delivered:
+            return outbox.events_mark_delivered(user_id=user_id, seqs=seqs)
+        return outbox.events_mark_sent(seqs)
+
+
+class PipelineDeliveryMixin:
+    """Needs the consumer's `channels_joined`, `_send`, `_reply` and `mirror`."""
+
+    def _pipeline_state(self) -> dict:
+        if not hasattr(self, "_pipeline"):
+            self._pipeline = {"replayed": {}, "sent": set(), "flush": None, "claims": None}
+        return self._pipeline
+
+    def _already_replayed(self, channel: Any, meta: dict | None) -> bool:
+        seq = (meta or {}).get("id")
+        replayed = self._pipeline_state()["replayed"].get(channel.topic)
+        return bool(replayed and seq in replayed and not meta.get("replayed"))
+
+    def _note_target(self, channel: Any, message: dict) -> None:
+        """An event for this user reached their live socket: it counts as sent."""
+        if message.get("target_user_id") != str(channel.user.pk) or not (message.get("meta") or {}).get("id"):
+            return
+        state = self._pipeline_state()
+        state["sent"].add(message["meta"]["id"])
+        state["claims"] = channel.claims
+        if state["flush"] is None or state["flush"].done():
+            state["flush"] = asyncio.get_running_loop().create_task(self._flush_sent())
+
+    async def _flush_sent(self) -> None:
+        await asyncio.sleep(SENT_FLUSH_SECONDS)
+        state = self._pipeline_state()
+        seqs, state["sent"] = sorted(state["sent"]), set()
+        if seqs:
+            try:
+                await _mark(state["claims"], seqs, delivered=False)
+            except Exception:  # delivery status is bookkeeping; the socket must not suffer for it
+                log.exception("could not mark %d events sent", len(seqs))
+
+    def pipeline_broadcast_body(self, channel: Any, message: dict) -> dict | None:
+        """The broadcast body for this socket, or None when it must not be sent."""
+        if "audience" not in message:
+            return None
+        if self._already_replayed(channel, message.get("meta")):
+            return None
+        body = outbox.broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
+        if body is not None:
+            self._note_target(channel, message)
+        return body
+
+    async def realtime_postgres_change(self, message: dict) -> None:
+        if "broadcast" in message:  # the listener sends a change's broadcast along with it
+            await self.realtime_broadcast(message["broadcast"])
+        channel = self.channels_joined.get(TOPIC_PREFIX + message["topic"])
+        if channel is None or not channel.bindings or self._already_replayed(channel, message.get("meta")):
+            return
+        await self._send_change(channel, message)
+
+    async def _send_change(self, channel: Any, message: dict) -> None:
+        user = channel.user
+        body = outbox.postgres_change_for_recipient(
+            message, user_id=user.pk, role=user.role, organization_id=user.organization_id, bindings=channel.bindings
+        )
+        if body is None:
+            return
+        await self._send(push(channel.topic, "postgres_changes", body))
+        self._note_target(channel, message)
+        self.mirror.event_delivered()
+
+    async def replay_on_join(self, channel: Any) -> None:
+        replay = _replay_config(channel.config)
+        if replay is None:
+            return
+        messages = await _replayed_messages(channel.claims, channel.user, channel.sub_topic, replay)
+        self._pipeline_state()["replayed"][channel.topic] = {m["meta"]["id"] for m in messages}
+        for message in messages:
+            if message["type"] == "realtime.postgres_change":
+                if channel.bindings:
+                    await self._send_change(channel, message)
+                continue
+            body = outbox.broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
+            if body is not None:
+                await self._send(push(channel.topic, "broadcast", body))
+                self._note_target(channel, message)
+
+    def forget_replay(self, channel: Any) -> None:
+        self._pipeline_state()["replayed"].pop(channel.topic, None)
+
+    async def handle_delivery_ack(self, channel: Any, message: Message) -> None:
+        ids = (message.payload or {}).get("ids") if isinstance(message.payload, dict) else None
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or len(ids) > MAX_ACK_IDS
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            await self._reply(
+                message,
+                "error",
+                {"reason": f"InvalidDeliveryAck: ids must be a list of 1 to {MAX_ACK_IDS} event ids"},
+            )
+            return
+        count = await _mark(channel.claims, ids, delivered=True, user_id=channel.user.pk)
+        await self._reply(message, "ok", {"delivered": count})

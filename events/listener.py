@@ -1,0 +1,225 @@
+"""The listener: fans stored events out to topic groups (DESIGN.md decision 1).
+
+- One active instance: it holds a session-level advisory lock on its own connection; a second
+  instance waits as a standby and takes over when that connection goes away.
+- Wakes on `NOTIFY realtime_events` (psycopg 3 async) and also every `poll_interval` seconds
+  and when a scheduled event falls due, so a lost notification delays an event but never loses it.
+- The work queue is "committed and not yet processed" (`processed_at IS NULL`), not a
+  `seq > last` cursor: on start and after any reconnect it resumes with everything not yet
+  fanned out, and an event whose transaction commits after a higher seq was processed is picked
+  up on the next pass instead of being skipped.
+- At-least-once: an event is marked processed after its messages were handed to the channel
+  layer; a crash in between re-sends it, and consumers drop a `meta.id` they already sent.
+
+It works across all schools, so its queries run in `dangerously_platform_context()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import psycopg
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from events import outbox, selectors
+from events.topics import group_name
+from harry_realtime.tenancy import dangerously_platform_context
+
+log = logging.getLogger("harry.listener")
+
+NOTIFY_CHANNEL = "realtime_events"
+# Two-key advisory lock (objsubid 2), so it never collides with the one-key in-flight event locks.
+LEADER_LOCK = (0x52544C, 1)
+
+
+def conninfo(alias: str = "default") -> str:
+    settings = connections[alias].settings_dict
+    return psycopg.conninfo.make_conninfo(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        password=settings["PASSWORD"],
+        host=settings["HOST"] or None,
+        port=str(settings["PORT"]) if settings["PORT"] else None,
+        application_name="realtime_listen",
+    )
+
+
+@dataclass
+class ListenerStats:
+    events: int = 0
+    messages: int = 0
+    batches: int = 0
+    reconnects: int = 0
+    last_batch_ms: float = 0.0
+
+
+def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]]]:
+    close_old_connections()
+    messages: list[tuple[str, dict]] = []
+    failed: list[int] = []
+    with dangerously_platform_context():
+        events = selectors.unprocessed_events(limit=limit)
+        for event in events:
+            try:
+                messages += outbox.messages_for(event)
+            except Exception:  # one malformed event must not stop the pipeline for everyone
+                log.exception("event seq=%s could not be turned into messages; marked failed", event.seq)
+                failed.append(event.seq)
+        if failed:
+            outbox.events_mark_failed(failed)
+    return [e.seq for e in events if e.seq not in failed], messages
+
+
+def _mark_processed(seqs: list[int]) -> None:
+    with dangerously_platform_context():
+        outbox.events_mark_processed(seqs)
+
+
+def _seconds_until_scheduled() -> float | None:
+    with dangerously_platform_context():
+        due = selectors.next_scheduled_at()
+    return None if due is None else max(0.0, (due - timezone.now()).total_seconds())
+
+
+class Listener:
+    def __init__(
+        self,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 2.0,
+        standby_interval: float = 1.0,
+        alias: str = "default",
+    ) -> None:
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.standby_interval = standby_interval
+        self.alias = alias
+        self.stats = ListenerStats()
+        self.is_leader = asyncio.Event()
+        self.layer = get_channel_layer()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: connect, become leader, fan out; reconnect after any failure."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff = 0.5
+            except (psycopg.Error, OSError) as error:
+                self.stats.reconnects += 1
+                self.is_leader.clear()
+                log.warning("listener connection lost (%s); reconnecting in %.1fs", error, backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(conninfo(self.alias), autocommit=True) as conn:
+            if not await self._acquire_leadership(conn, stop):
+                return
+            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.is_leader.set()
+            log.info("listener active (leader); resuming from unprocessed events")
+            wake = asyncio.Event()
+            wake.set()
+            watcher = asyncio.create_task(self._watch_notifies(conn, wake))
+            next_schedule_check = next_wake = 0.0
+            try:
+                while not stop.is_set():
+                    if watcher.done():
+                        watcher.result()
+                        raise psycopg.OperationalError("notification stream ended")
+                    await self.drain()
+                    if time.monotonic() >= next_schedule_check:
+                        # Future-scheduled events wake no one; look for the next one now and then.
+                        next_schedule_check = time.monotonic() + self.poll_interval
+                        due = await sync_to_async(_seconds_until_scheduled)()
+                        next_wake = time.monotonic() + min(self.poll_interval, due if due is not None else 1e9)
+                    await _wait_any(wake, stop, max(0.0, next_wake - time.monotonic()) + 0.001)
+                    wake.clear()
+            finally:
+                watcher.cancel()
+                self.is_leader.clear()
+
+    async def _acquire_leadership(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> bool:
+        announced = False
+        while not stop.is_set():
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEADER_LOCK)
+            if (await cursor.fetchone())[0]:
+                return True
+            if not announced:
+                log.info("another listener is active; waiting as standby")
+                announced = True
+            await _sleep_or_stop(stop, self.standby_interval)
+        return False
+
+    async def _watch_notifies(self, conn: psycopg.AsyncConnection, wake: asyncio.Event) -> None:
+        try:
+            async for _ in conn.notifies():
+                wake.set()
+        finally:
+            wake.set()  # a dead connection must end the wait at once, to reconnect
+
+    async def drain(self) -> int:
+        """Fan out every due, unprocessed event; returns how many."""
+        total = 0
+        while True:
+            started = time.perf_counter()
+            seqs, messages = await sync_to_async(_load_batch)(self.batch_size)
+            if not seqs:
+                return total
+            await self._send(messages)
+            await sync_to_async(_mark_processed)(seqs)
+            total += len(seqs)
+            self.stats.events += len(seqs)
+            self.stats.messages += len(messages)
+            self.stats.batches += 1
+            self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
+            if len(seqs) < self.batch_size:
+                return total
+
+    async def _send(self, messages: list[tuple[str, dict]]) -> None:
+        """Per topic in seq order; topics in parallel, since no order is promised across them."""
+        per_topic: dict[str, list[dict]] = defaultdict(list)
+        for topic, message in messages:
+            items = per_topic[topic]
+            previous = items[-1] if items else None
+            if (
+                message["type"] == "realtime.postgres_change"
+                and previous is not None
+                and previous["type"] == "realtime.broadcast"
+                and previous["meta"]["id"] == message["meta"]["id"]
+            ):
+                # One channel-layer message carries both frames of a change: half the sends.
+                items[-1] = {**message, "broadcast": previous}
+            else:
+                items.append(message)
+
+        async def send_topic(topic: str, items: list[dict]) -> None:
+            group = group_name(topic)
+            for message in items:
+                await self.layer.group_send(group, message)
+
+        await asyncio.gather(*(send_topic(t, items) for t, items in per_topic.items()))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(wake.wait()), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,175 @@
+"""The outbox (realtime_events) and the device subscriptions (realtime_subscriptions)."""
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import F, Func, Q, Value
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from harry_realtime.models import TenantModel
+
+USER_TYPES = ["student", "teacher", "admin", "parent"]
+EVENT_TYPES = [
+    "student_ranking_update",
+    "attendance_sync",
+    "task_assignment",
+    "achievement_earned",
+    "notification_broadcast",
+    "teacher_communication",
+    "lesson_progress",
+    "system_announcement",
+]
+EVENT_CATEGORIES = ["educational", "administrative", "communication", "gamification", "system"]
+PRIORITIES = ["low", "medium", "high", "critical"]
+BROADCAST_SCOPES = ["individual", "group", "organization", "system"]
+DELIVERY_STATUSES = ["pending", "sent", "delivered", "failed", "expired"]
+DELIVERY_METHODS = ["websocket", "push_notification", "email", "sms"]
+LANGUAGES = ["en", "uz", "ru", "ar"]
+
+EVENT_SEQUENCE = "realtime_events_seq"
+
+
+def _choices(values: list[str]) -> list[tuple[str, str]]:
+    return [(v, v) for v in values]
+
+
+def _one_of(field: str, values: list[str], name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(**{f"{field}__in": values}), name=name)
+
+
+class RealtimeEvent(TenantModel):
+    # Cursor for ordering, replay and polling; a sequence, so raw SQL and triggers get one too.
+    seq = models.BigIntegerField(
+        unique=True,
+        editable=False,
+        db_default=Func(Value(EVENT_SEQUENCE), function="nextval", output_field=models.BigIntegerField()),
+    )
+    event_type = models.TextField(choices=_choices(EVENT_TYPES))
+    event_category = models.TextField(choices=_choices(EVENT_CATEGORIES))
+    priority = models.TextField(choices=_choices(PRIORITIES), default="medium", db_default="medium")
+    event_payload = models.JSONField()
+    event_metadata = models.JSONField(default=dict, db_default={}, blank=True)
+    source_table = models.TextField(null=True, blank=True)
+    source_record_id = models.UUIDField(null=True, blank=True)
+    target_user = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    target_user_type = models.TextField(choices=_choices(USER_TYPES), null=True, blank=True)
+    target_group = models.ForeignKey("school.Group", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    broadcast_scope = models.TextField(
+        choices=_choices(BROADCAST_SCOPES), default="individual", db_default="individual"
+    )
+    delivery_status = models.TextField(choices=_choices(DELIVERY_STATUSES), default="pending", db_default="pending")
+    delivery_attempts = models.IntegerField(default=0, db_default=0)
+    delivery_method = ArrayField(
+        models.TextField(), default=list, db_default=Value(["websocket"], ArrayField(models.TextField()))
+    )
+    cultural_context = models.JSONField(default=dict, db_default={}, blank=True)
+    islamic_calendar_context = models.JSONField(default=dict, db_default={}, blank=True)
+    language_preference = models.TextField(choices=_choices(LANGUAGES), default="en", db_default="en")
+    scheduled_for = models.DateTimeField(default=timezone.now, db_default=Now())
+    expires_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    updated_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        db_table = "realtime_events"
+        ordering = ["seq"]
+        constraints = [
+            _one_of("event_type", EVENT_TYPES, "realtime_events_event_type"),
+            _one_of("event_category", EVENT_CATEGORIES, "realtime_events_event_category"),
+            _one_of("priority", PRIORITIES, "realtime_events_priority"),
+            _one_of("target_user_type", USER_TYPES, "realtime_events_target_user_type"),
+            _one_of("broadcast_scope", BROADCAST_SCOPES, "realtime_events_broadcast_scope"),
+            _one_of("delivery_status", DELIVERY_STATUSES, "realtime_events_delivery_status"),
+            _one_of("language_preference", LANGUAGES, "realtime_events_language"),
+            models.CheckConstraint(
+                condition=Q(delivery_method__contained_by=DELIVERY_METHODS), name="realtime_events_delivery_method"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "event_type"], name="idx_realtime_events_org_type"),
+            models.Index(
+                fields=["target_user", "delivery_status"],
+                name="idx_realtime_events_target_user",
+                condition=Q(deleted_at__isnull=True),
+            ),
+            models.Index(
+                fields=["scheduled_for"],
+                name="idx_realtime_events_scheduled",
+                condition=Q(delivery_status="pending", deleted_at__isnull=True),
+            ),
+            models.Index(
+                F("priority").desc(),
+                "delivery_status",
+                name="idx_realtime_events_priority_delivery",
+                condition=Q(deleted_at__isnull=True),
+            ),
+            GinIndex(fields=["event_payload"], name="idx_realtime_events_payload_gin"),
+        ]
+
+
+SUBSCRIPTION_TYPES = ["dashboard", "attendance", "tasks", "notifications", "rankings", "feedback", "presence"]
+CONNECTION_STATUSES = ["connected", "disconnected", "reconnecting", "failed"]
+PERFORMANCE_MODES = ["battery_saver", "standard", "high_performance"]
+
+
+def _in_24_hours():
+    return timezone.now() + timezone.timedelta(hours=24)
+
+
+class RealtimeSubscription(TenantModel):
+    user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
+    user_type = models.TextField(choices=_choices(USER_TYPES))
+    device_id = models.TextField()
+    session_id = models.TextField()
+    subscription_type = models.TextField(choices=_choices(SUBSCRIPTION_TYPES))
+    subscription_filters = models.JSONField(default=dict, db_default={}, blank=True)
+    target_entities = ArrayField(models.TextField(), default=list, blank=True)
+    channel_name = models.TextField()
+    websocket_id = models.TextField(null=True, blank=True)
+    connection_status = models.TextField(
+        choices=_choices(CONNECTION_STATUSES), default="connected", db_default="connected"
+    )
+    last_ping = models.DateTimeField(default=timezone.now, db_default=Now())
+    last_event_received = models.DateTimeField(null=True, blank=True)
+    app_version = models.TextField(null=True, blank=True)
+    platform = models.TextField(choices=_choices(["ios", "android", "web"]), null=True, blank=True)
+    network_type = models.TextField(choices=_choices(["wifi", "cellular", "offline"]), null=True, blank=True)
+    battery_level = models.IntegerField(null=True, blank=True)
+    cultural_preferences = models.JSONField(default=dict, db_default={}, blank=True)
+    performance_mode = models.TextField(choices=_choices(PERFORMANCE_MODES), default="standard", db_default="standard")
+    offline_sync_enabled = models.BooleanField(default=True, db_default=True)
+    expires_at = models.DateTimeField(default=_in_24_hours)
+    last_heartbeat = models.DateTimeField(default=timezone.now, db_default=Now())
+
+    class Meta:
+        db_table = "realtime_subscriptions"
+        constraints = [
+            _one_of("user_type", USER_TYPES, "realtime_subs_user_type"),
+            _one_of("subscription_type", SUBSCRIPTION_TYPES, "realtime_subs_subscription_type"),
+            _one_of("connection_status", CONNECTION_STATUSES, "realtime_subs_connection_status"),
+            # The spec allows ios and android; the web admin and browser clients connect as "web".
+            _one_of("platform", ["ios", "android", "web"], "realtime_subs_platform"),
+            _one_of("network_type", ["wifi", "cellular", "offline"], "realtime_subs_network_type"),
+            models.CheckConstraint(
+                condition=Q(battery_level__gte=0, battery_level__lte=100), name="realtime_subs_battery_level"
+            ),
+            _one_of("performance_mode", PERFORMANCE_MODES, "realtime_subs_performance_mode"),
+        ]
+        indexes = [
+            # The spec's predicate `expires_at > now()` is not allowed in an index (now() is not
+            # immutable); expires_at becomes a key column instead.
+            models.Index(fields=["user", "connection_status", "expires_at"], name="idx_realtime_subs_user_active"),
+            models.Index(fields=["organization", "subscription_type"], name="idx_realtime_subs_org_type"),
+            models.Index(
+                fields=["channel_name"], name="idx_realtime_subs_channel", condition=Q(connection_status="connected")
+            ),
+            models.Index(
+                fields=["last_heartbeat"],
+                name="idx_realtime_subs_heartbeat",
+                condition=Q(connection_status="connected"),
+            ),
+        ]

@@ -1,0 +1,104 @@
+"""Reads of the outbox: the listener's queue, join-time replay and the poll fallback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from events.models import RealtimeEvent
+from events.topics import topics_for_user
+from school.models import Role, User
+
+REPLAY_MAX = 1000
+POLL_MAX = 500
+
+
+def stable_seq() -> int:
+    """The highest seq at or below which no transaction can still commit an event.
+
+    `seq` is taken at insert but transactions commit in any order; a cursor past this horizon
+    could skip an event that commits later (see migration 0004).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT realtime_stable_seq()")
+        return cursor.fetchone()[0]
+
+
+def unprocessed_events(*, limit: int) -> list[RealtimeEvent]:
+    """The listener's work: committed, due, not yet fanned out, in seq order. Platform context.
+
+    Not a `seq > cursor` scan: an event that commits after a higher seq was processed is still
+    unprocessed here, so out-of-order commits are never skipped.
+    """
+    return list(
+        RealtimeEvent.objects.filter(
+            processed_at__isnull=True, deleted_at__isnull=True, scheduled_for__lte=timezone.now()
+        ).order_by("seq")[:limit]
+    )
+
+
+def next_scheduled_at() -> datetime | None:
+    """When the earliest future-scheduled unprocessed event falls due. Platform context."""
+    return (
+        RealtimeEvent.objects.filter(
+            processed_at__isnull=True, deleted_at__isnull=True, scheduled_for__gt=timezone.now()
+        )
+        .order_by("scheduled_for")
+        .values_list("scheduled_for", flat=True)
+        .first()
+    )
+
+
+def visible_events(user: User) -> QuerySet[RealtimeEvent]:
+    """Events this user may read: row-level security decides the organization and the audience;
+    non-admins additionally see only events on topics they may join, addressed to them, or about
+    a student whose self, family or educator they are."""
+    qs = RealtimeEvent.objects.filter(deleted_at__isnull=True)
+    if user.role == Role.ADMIN:
+        return qs
+    uid = str(user.pk)
+    return qs.filter(
+        Q(event_metadata__topics__has_any_keys=topics_for_user(user))
+        | Q(target_user_id=user.pk)
+        | Q(event_metadata__audience__student_user_id=uid)
+        | Q(event_metadata__audience__family_user_ids__contains=[uid])
+        | Q(event_metadata__audience__educator_user_ids__contains=[uid])
+    )
+
+
+def poll_events(
+    user: User, *, since: int, limit: int, priorities: list[str] | None = None
+) -> tuple[list[RealtimeEvent], int]:
+    """Events after the cursor `since` in seq order, and the next cursor. Tenant context.
+
+    The result stops at the stable horizon so that a late commit is never jumped over.
+    """
+    horizon = stable_seq()
+    qs = visible_events(user).filter(seq__gt=since, seq__lte=horizon)
+    if priorities:
+        qs = qs.filter(priority__in=priorities)
+    rows = list(qs.order_by("seq")[:limit])
+    if len(rows) == limit:
+        return rows, rows[-1].seq
+    return rows, max(since, horizon)
+
+
+def replay_events(
+    user: User, *, topic: str, since_ms: int | None, after_id: int | None, limit: int
+) -> list[RealtimeEvent]:
+    """Stored events for one topic since a time (ms epoch) and/or after a seq, oldest first.
+
+    The caller has authorized the topic already; RLS still applies. Tenant context.
+    """
+    qs = RealtimeEvent.objects.filter(deleted_at__isnull=True, event_metadata__topics__contains=[topic])
+    if since_ms is not None:
+        qs = qs.filter(created_at__gte=datetime.fromtimestamp(since_ms / 1000, tz=UTC))
+    if after_id is not None:
+        qs = qs.filter(seq__gt=after_id)
+    # The newest `limit`, delivered oldest first: a client that was away long sees the latest.
+    rows = list(qs.order_by("-seq")[: min(limit, REPLAY_MAX)])
+    rows.reverse()
+    return rows

@@ -1,0 +1,227 @@
+"""Broadcast writes: store the event first, then fan it out to topic groups on commit.
+
+Fan-out is the channel-layer message every RealtimeSocket understands:
+`{"type": "realtime.broadcast", "topic", "event", "payload", "meta", "sender"}` sent to
+`group_name(topic)`. Stored broadcasts carry `meta.id = seq` like the listener's messages, are
+stored with `processed_at` set (this service already fanned them out, so the listener skips
+them), and `event_metadata.topics`/`event` so replay and the poll fallback find them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from events.limits import max_payload_bytes
+from events.models import RealtimeEvent
+from events.protocol import payload_size
+from events.topics import TopicDenied, authorize_topic, group_name
+from school import selectors
+from school.models import Group, Role, Student, StudentGroupEnrollment, Teacher, User
+
+# BroadcastEventRequest.eventType -> (realtime_events.event_type, event_category)
+EVENT_TYPES = {
+    "ranking_update": ("student_ranking_update", "gamification"),
+    "achievement_earned": ("achievement_earned", "gamification"),
+    "task_assignment": ("task_assignment", "educational"),
+    "attendance_sync": ("attendance_sync", "educational"),
+    "teacher_message": ("teacher_communication", "communication"),
+}
+SCOPES = ("individual", "group", "organization")
+# The spec's delivery method `in_app` is the socket; the table's vocabulary calls it websocket.
+DELIVERY_METHODS = {"websocket": "websocket", "in_app": "websocket", "push_notification": "push_notification"}
+
+
+class BroadcastRefused(Exception):
+    """A broadcast the caller may not make; `code` is machine-readable."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400, details: Any = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Target:
+    topics: tuple[str, ...]
+    user: User | None = None
+    group: Group | None = None
+
+
+def fan_out(*, topic: str, event: str, payload: Any, meta: dict | None = None, sender: str | None = None) -> None:
+    """Send one broadcast to every socket joined to `topic`, on any server process."""
+    async_to_sync(get_channel_layer().group_send)(
+        group_name(topic),
+        {
+            "type": "realtime.broadcast",
+            "topic": topic,
+            "event": event,
+            "payload": payload,
+            "meta": meta,
+            "sender": sender,
+        },
+    )
+
+
+def _student_topic(org: Any, student_id: Any, event_type: str) -> str:
+    kind = "rankings" if event_type in ("ranking_update", "achievement_earned") else "tasks"
+    return f"{kind}:org_{org}:student_{student_id}"
+
+
+def _individual_target(sender: User, target_id: str, event_type: str) -> Target:
+    user = User.objects.filter(pk=target_id, organization_id=sender.organization_id, is_active=True).first()
+    if user is None:
+        raise BroadcastRefused("unknown_target", f"No user {target_id} in your organization.", details=[target_id])
+    org = sender.organization_id
+    if user.role == Role.STUDENT:
+        student = Student.objects.filter(user_id=user.pk).first()
+        if student is None:
+            raise BroadcastRefused("target_has_no_topic", f"User {target_id} has no student record.")
+        if not selectors.user_may_watch_student(sender, student.pk):
+            raise BroadcastRefused("forbidden_target", f"You do not teach student user {target_id}.", status=403)
+        return Target(topics=(_student_topic(org, student.pk, event_type),), user=user)
+    if user.role == Role.TEACHER:
+        teacher = Teacher.objects.filter(user_id=user.pk, deleted_at__isnull=True).first()
+        if teacher is None:
+            raise BroadcastRefused("target_has_no_topic", f"User {target_id} has no teacher record.")
+        return Target(topics=(f"groups:org_{org}:teacher_{teacher.pk}",), user=user)
+    raise BroadcastRefused(
+        "target_has_no_topic",
+        f"User {target_id} is a {user.role}; individual broadcasts reach students and teachers. "
+        "Use targetScope organization for role-wide messages.",
+    )
+
+
+def _group_target(sender: User, target_id: str, event_type: str) -> Target:
+    group = Group.objects.filter(pk=target_id, organization_id=sender.organization_id).first()
+    if group is None:
+        raise BroadcastRefused("unknown_target", f"No group {target_id} in your organization.", details=[target_id])
+    if not selectors.user_may_watch_group(sender, group.pk):
+        raise BroadcastRefused("forbidden_target", f"You are not assigned to group {target_id}.", status=403)
+    org = sender.organization_id
+    students = StudentGroupEnrollment.objects.filter(
+        group_id=group.pk, status=StudentGroupEnrollment.Status.ACTIVE
+    ).values_list("student_id", flat=True)
+    topics = [f"attendance:org_{org}:group_{group.pk}"]
+    topics += [_student_topic(org, s, event_type) for s in sorted(str(s) for s in students)]
+    return Target(topics=tuple(topics), group=group)
+
+
+def _targets(sender: User, scope: str, target_ids: list[str], event_type: str) -> list[Target]:
+    org = str(sender.organization_id)
+    if scope == "organization":
+        if sender.role != Role.ADMIN:
+            raise BroadcastRefused("forbidden_scope", "Only admins broadcast to the whole organization.", status=403)
+        if any(str(t) != org for t in target_ids):
+            raise BroadcastRefused("unknown_target", "Organization broadcasts target your own organization only.")
+        return [Target(topics=(f"notifications:org_{org}:role_all",))]
+    if not target_ids:
+        raise BroadcastRefused("missing_targets", f"targetScope {scope} needs targetIds.")
+    for target_id in target_ids:
+        try:
+            uuid.UUID(str(target_id))
+        except ValueError:
+            raise BroadcastRefused("unknown_target", f"{target_id!r} is not an id.", details=[target_id]) from None
+    build = _individual_target if scope == "individual" else _group_target
+    return [build(sender, str(t), event_type) for t in dict.fromkeys(target_ids)]
+
+
+@transaction.atomic
+def broadcast_event_create(
+    *,
+    sender: User,
+    event_type: str,
+    target_scope: str,
+    target_ids: list[str],
+    payload: dict[str, Any],
+    priority: str = "medium",
+    methods: list[str] | None = None,
+    scheduled_for: datetime | None = None,
+    expires_at: datetime | None = None,
+    cultural: dict[str, Any] | None = None,
+) -> list[RealtimeEvent]:
+    """Store one realtime_events row per target (a BroadcastEventRequest), then fan out on commit.
+
+    Runs in the sender's tenant context; teachers reach the students and groups they teach,
+    admins anyone in their organization. A future `scheduled_for` is stored for the listener
+    to deliver when it falls due.
+    """
+    if sender.role not in (Role.TEACHER, Role.ADMIN):
+        raise BroadcastRefused("forbidden_role", "Only teachers and admins broadcast events.", status=403)
+    if event_type not in EVENT_TYPES:
+        raise BroadcastRefused("unknown_event_type", f"Unknown eventType {event_type!r}.")
+    if target_scope not in SCOPES:
+        raise BroadcastRefused("unknown_scope", f"Unknown targetScope {target_scope!r}.")
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise BroadcastRefused("already_expired", "expiresAt is in the past.")
+    if payload_size(payload) > max_payload_bytes():
+        raise BroadcastRefused("payload_size_exceeded", f"The payload exceeds {max_payload_bytes()} bytes.")
+    stored_type, category = EVENT_TYPES[event_type]
+    deliver_now = scheduled_for is None or scheduled_for <= now
+    events: list[RealtimeEvent] = []
+    for target in _targets(sender, target_scope, target_ids, event_type):
+        event = RealtimeEvent.objects.create(
+            organization_id=sender.organization_id,
+            event_type=stored_type,
+            event_category=category,
+            priority=priority,
+            event_payload={**payload, "eventType": event_type, "targetScope": target_scope},
+            event_metadata={"topics": list(target.topics), "event": event_type, "source": "broadcast_api"},
+            target_user=target.user,
+            target_user_type=target.user.role if target.user else None,
+            target_group=target.group,
+            broadcast_scope=target_scope,
+            delivery_method=sorted({DELIVERY_METHODS[m] for m in (methods or ["websocket"])}),
+            cultural_context=cultural or {},
+            scheduled_for=scheduled_for or now,
+            expires_at=expires_at,
+            processed_at=now if deliver_now else None,
+            delivery_status="sent" if deliver_now else "pending",
+            created_by=sender,
+        )
+        event.refresh_from_db(fields=["seq"])
+        events.append(event)
+        if deliver_now:
+            for topic in target.topics:
+                message = {
+                    "topic": topic,
+                    "event": event_type,
+                    "payload": event.event_payload,
+                    "meta": {"id": event.seq},
+                }
+                transaction.on_commit(lambda m=message: fan_out(**m))
+    return events
+
+
+def client_broadcast_send(*, sender: User, messages: list[dict[str, Any]]) -> int:
+    """The supabase-js REST fallback: client broadcasts to topics the sender may join.
+
+    Nothing is stored (socket broadcasts are not either); all messages are checked before any is
+    sent. Runs in the sender's tenant context.
+    """
+    checked = []
+    for index, message in enumerate(messages):
+        try:
+            authorize_topic(sender, message["topic"])
+        except TopicDenied as denied:
+            raise BroadcastRefused("forbidden_topic", denied.reason, status=403, details={"index": index}) from None
+        if payload_size(message.get("payload")) > max_payload_bytes():
+            raise BroadcastRefused(
+                "payload_size_exceeded", f"Message {index} exceeds {max_payload_bytes()} bytes.", status=413
+            )
+        checked.append(message)
+    for message in checked:
+        transaction.on_commit(
+            lambda m=message: fan_out(topic=m["topic"], event=m["event"], payload=m.get("payload"), meta=None)
+        )
+    return len(checked)

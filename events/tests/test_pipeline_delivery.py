@@ -1,0 +1,227 @@
+"""Stored events reaching sockets: postgres_changes bindings, FERPA per recipient, join-time
+replay without gap or duplicate, delivery acknowledgement, and nothing across schools."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from events.listener import Listener
+from events.models import RealtimeEvent
+from events.tests.test_consumer import Socket, token
+from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+from school.models import Attendance, Student
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+
+
+@pytest.fixture(autouse=True)
+async def close_worker_connections():
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+async def listener():
+    await sync_to_async(_backlog_done)()
+    running = Listener(poll_interval=30)
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    await asyncio.wait_for(running.is_leader.wait(), 10)
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def _backlog_done() -> None:
+    with dangerously_platform_context():
+        RealtimeEvent.objects.filter(processed_at__isnull=True).update(processed_at="2000-01-01T00:00:00Z")
+
+
+def as_tenant(user):
+    return tenant_context(Tenant(user.organization_id, user.pk, user.role))
+
+
+def set_attendance(school, status: str) -> None:
+    with as_tenant(school.teacher_user):
+        Attendance.objects.filter(pk=school.attendance.pk).update(status=status)
+
+
+def attendance_topic(school) -> str:
+    return f"realtime:attendance:org_{school.org.pk}:group_{school.group.pk}"
+
+
+def teacher_topic(school) -> str:
+    return f"realtime:groups:org_{school.org.pk}:teacher_{school.teacher.pk}"
+
+
+async def drain(socket: Socket) -> None:
+    """Read whatever is queued (a receive timeout would cancel the application)."""
+    while not await socket.no_message(0.3):
+        await socket.recv()
+
+
+def binding(table: str, flt: str = "", event: str = "*") -> dict:
+    return {"event": event, "schema": "public", "table": table, "filter": flt}
+
+
+async def pg_join(user, topic: str, bindings: list[dict], **broadcast) -> tuple[Socket, list[int]]:
+    config = {"broadcast": {"ack": False, "self": False, **broadcast}, "postgres_changes": bindings}
+    socket = Socket()
+    await socket.connect()
+    reply = await socket.join(topic, token(user), config)
+    assert reply.payload["status"] == "ok", reply.payload
+    await socket.until("presence_state", topic=topic)
+    if bindings:
+        await socket.until("system", topic=topic)
+    return socket, [b["id"] for b in reply.payload["response"]["postgres_changes"]]
+
+
+async def test_postgres_changes_fire_for_matching_filter_only(schools, listener):
+    a = schools.a
+    topic = attendance_topic(a)
+    socket, ids = await pg_join(
+        a.teacher_user,
+        topic,
+        [binding("attendance", f"group_id=eq.{a.group.pk}"), binding("attendance", f"group_id=eq.{a.other_group.pk}")],
+    )
+    await sync_to_async(set_attendance)(a, "late")
+    broadcast = await socket.until("broadcast", topic=topic, timeout=5)
+    change = await socket.until("postgres_changes", topic=topic, timeout=5)
+    assert change.payload["ids"] == [ids[0]]
+    data = change.payload["data"]
+    assert (data["table"], data["type"], data["record"]["status"], data["old_record"]["status"]) == (
+        "attendance",
+        "UPDATE",
+        "late",
+        "present",
+    )
+    assert data["commit_timestamp"].endswith("Z") and {"name": "id", "type": "uuid"} in data["columns"]
+    assert broadcast.payload["event"] == "attendance_sync"
+    assert broadcast.payload["meta"]["id"] == change.payload["meta"]["id"]
+    assert broadcast.payload["payload"]["access_level"] == "educator"
+    assert await socket.no_message(0.5)  # the other group's binding did not fire separately
+    await socket.close()
+
+
+async def test_ferpa_filters_student_rows_per_recipient(schools, listener):
+    a = schools.a
+    bindings = [binding("students", event="UPDATE")]
+    educator, _ = await pg_join(a.teacher_user, teacher_topic(a), bindings)
+    admin, _ = await pg_join(a.admin_user, teacher_topic(a), bindings)
+
+    def note() -> None:
+        with as_tenant(a.admin_user):
+            Student.objects.filter(pk=a.student.pk).update(medical_notes="asthma", personal_info={"phone": "1"})
+
+    await sync_to_async(note)()
+    full = (await educator.until("postgres_changes", timeout=5)).payload["data"]
+    public = (await admin.until("postgres_changes", timeout=5)).payload["data"]
+    assert full["record"]["medical_notes"] == "asthma" and full["access_level"] == "educator"
+    assert "medical_notes" not in public["record"] and "personal_info" not in public["old_record"]
+    assert public["access_level"] == "public"
+    await educator.close()
+    await admin.close()
+
+
+async def test_replay_then_live_without_gap_or_duplicate(schools, listener):
+    a = schools.a
+    topic = attendance_topic(a)
+    for status in ["late", "absent", "present"]:
+        await sync_to_async(set_attendance)(a, status)
+    await asyncio.sleep(0.5)  # the listener has fanned these out to nobody
+
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"since": 0, "limit": 10})
+    replayed = [await socket.until("broadcast", topic=topic) for _ in range(4)]  # fixture insert + 3
+    assert all(m.payload["meta"]["replayed"] is True for m in replayed)
+    seqs = [m.payload["meta"]["id"] for m in replayed]
+    assert seqs == sorted(seqs)
+    assert [m.payload["payload"]["payload"]["status"] for m in replayed[1:]] == ["late", "absent", "present"]
+    await sync_to_async(set_attendance)(a, "sick")
+    live = await socket.until("broadcast", topic=topic, timeout=5)
+    assert live.payload["meta"]["id"] > seqs[-1] and "replayed" not in live.payload["meta"]
+    assert await socket.no_message(0.5)
+    await socket.close()
+
+
+async def test_rejoin_with_after_id_gets_exactly_what_was_missed(schools, listener):
+    a = schools.a
+    topic = attendance_topic(a)
+    socket, _ = await pg_join(a.teacher_user, topic, [])
+    await sync_to_async(set_attendance)(a, "late")
+    last_seen = (await socket.until("broadcast", topic=topic, timeout=5)).payload["meta"]["id"]
+    await socket.close()
+    for status in ["absent", "excused"]:  # while away
+        await sync_to_async(set_attendance)(a, status)
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": last_seen, "limit": 100})
+    missed = [await socket.until("broadcast", topic=topic, timeout=5) for _ in range(2)]
+    assert [m.payload["payload"]["payload"]["status"] for m in missed] == ["absent", "excused"]
+    assert await socket.no_message(0.5)
+    await socket.close()
+
+
+async def test_invalid_replay_is_refused(schools):
+    socket = Socket()
+    await socket.connect()
+    config = {"broadcast": {"replay": {"since": 0, "limit": 5000}}}
+    reply = await socket.join(attendance_topic(schools.a), token(schools.a.teacher_user), config)
+    assert reply.payload["status"] == "error"
+    assert reply.payload["response"]["reason"].startswith("InvalidReplay:")
+    await socket.close()
+
+
+async def test_delivery_ack_marks_the_users_events_delivered(schools, listener):
+    a = schools.a
+    topic = f"realtime:rankings:org_{a.org.pk}:student_{a.student.pk}"
+    socket, _ = await pg_join(a.student_user, topic, [])
+
+    def rank_up() -> None:
+        with as_tenant(a.teacher_user):
+            a.ranking.__class__.objects.filter(pk=a.ranking.pk).update(current_rank=1)
+
+    await sync_to_async(rank_up)()
+    message = await socket.until("broadcast", topic=topic, timeout=5)
+    assert message.payload["event"] == "ranking_celebration"
+    assert message.payload["payload"]["payload"]["celebrationType"] == "rank_improvement"
+    seq = message.payload["meta"]["id"]
+    await asyncio.sleep(0.6)  # the batched "sent" mark
+    assert (await sync_to_async(_status)(seq)) == "sent"
+    ref = await socket.push(topic, "delivery_ack", {"ids": [seq]})
+    reply = await socket.until("phx_reply", ref=ref)
+    assert reply.payload == {"status": "ok", "response": {"delivered": 1}}
+    assert (await sync_to_async(_status)(seq)) == "delivered"
+    bad = await socket.push(topic, "delivery_ack", {"ids": "all"})
+    assert (await socket.until("phx_reply", ref=bad)).payload["status"] == "error"
+    await socket.close()
+
+
+def _status(seq: int) -> str:
+    with dangerously_platform_context():
+        return RealtimeEvent.objects.get(seq=seq).delivery_status
+
+
+async def test_change_in_school_b_reaches_nobody_in_school_a(schools, listener):
+    a, b = schools.a, schools.b
+    everything = [binding("*")]
+    sockets = [
+        (await pg_join(a.teacher_user, attendance_topic(a), everything, replay={"since": 0, "limit": 1000}))[0],
+        (await pg_join(a.teacher_user, teacher_topic(a), everything))[0],
+        (await pg_join(a.admin_user, f"realtime:notifications:org_{a.org.pk}:role_admin", everything))[0],
+        (await pg_join(a.student_user, f"realtime:rankings:org_{a.org.pk}:student_{a.student.pk}", everything))[0],
+    ]
+    for socket in sockets:  # drain what replay sent for school A itself
+        await drain(socket)
+
+    def school_b_changes() -> None:
+        set_attendance(b, "late")
+        with as_tenant(b.admin_user):
+            Student.objects.filter(pk=b.student.pk).update(status="suspended")
+            b.ranking.__class__.objects.filter(pk=b.ranking.pk).update(current_rank=1)
+
+    await sync_to_async(school_b_changes)()
+    await asyncio.sleep(1.0)
+    assert listener.stats.events >= 3
+    for socket in sockets:
+        assert await socket.no_message(0.3)
+        await socket.close()

@@ -1,0 +1,129 @@
+"""Realtime topic names (the spec's channel patterns) and who may join them.
+
+A topic names its school and subject: `rankings:org_{org}:student_{id}`, `tasks:org_{org}:student_{id}`,
+`attendance:org_{org}:group_{id}`, `groups:org_{org}:teacher_{id}`,
+`notifications:org_{org}:role_{role|all}`. Authorization reads relations under the user's
+tenant context, so another school's subjects do not even exist for the check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+
+from school import selectors
+from school.models import Role, User
+
+audit = logging.getLogger("harry.audit")
+
+_UUID = r"[0-9a-fA-F-]{36}"
+PATTERNS = {
+    "rankings": re.compile(rf"^rankings:org_(?P<org>{_UUID}):student_(?P<subject>{_UUID})$"),
+    "tasks": re.compile(rf"^tasks:org_(?P<org>{_UUID}):student_(?P<subject>{_UUID})$"),
+    "attendance": re.compile(rf"^attendance:org_(?P<org>{_UUID}):group_(?P<subject>{_UUID})$"),
+    "groups": re.compile(rf"^groups:org_(?P<org>{_UUID}):teacher_(?P<subject>{_UUID})$"),
+    "notifications": re.compile(
+        rf"^notifications:org_(?P<org>{_UUID}):role_(?P<subject>student|teacher|admin|parent|all)$"
+    ),
+}
+ROLE_TOPIC_VALUES = ("student", "teacher", "admin", "parent", "all")
+
+
+class TopicDenied(Exception):
+    """The user may not join; `reason` is safe to send to the client."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    kind: str
+    organization_id: str
+    subject: str
+
+
+def parse_topic(name: str) -> Topic:
+    kind = name.split(":", 1)[0]
+    pattern = PATTERNS.get(kind)
+    match = pattern.match(name) if pattern else None
+    if match is None:
+        raise TopicDenied(f"Unauthorized: unknown topic pattern {name!r}")
+    try:
+        org = str(uuid.UUID(match["org"]))
+        subject = match["subject"] if kind == "notifications" else str(uuid.UUID(match["subject"]))
+    except ValueError:
+        raise TopicDenied(f"Unauthorized: malformed id in topic {name!r}") from None
+    return Topic(name=name, kind=kind, organization_id=org, subject=subject)
+
+
+def _may_join(user: User, topic: Topic) -> bool:
+    if topic.kind in ("rankings", "tasks"):
+        return selectors.user_may_watch_student(user, topic.subject)
+    if topic.kind == "attendance":
+        return selectors.user_may_watch_group(user, topic.subject)
+    if topic.kind == "groups":
+        return selectors.user_may_watch_teacher(user, topic.subject)
+    return topic.subject in ("all", user.role)
+
+
+def authorize_topic(user: User, name: str) -> Topic:
+    """The parsed topic if `user` may join it; TopicDenied (and an audit line) otherwise.
+
+    Must run inside the user's tenant context.
+    """
+    try:
+        topic = parse_topic(name)
+        if topic.organization_id != str(user.organization_id):
+            raise TopicDenied("Unauthorized: the topic belongs to another organization")
+        if not _may_join(user, topic):
+            raise TopicDenied(f"Unauthorized: no access to {topic.kind} of this subject")
+    except TopicDenied as denied:
+        audit.warning(
+            "topic_denied user=%s org=%s role=%s topic=%r reason=%s",
+            user.pk,
+            user.organization_id,
+            user.role,
+            name,
+            denied.reason,
+        )
+        raise
+    return topic
+
+
+def topics_for_user(user: User) -> list[str]:
+    """Every topic this user may and should join, from their role and relations."""
+    org = user.organization_id
+    topics = [f"notifications:org_{org}:role_all", f"notifications:org_{org}:role_{user.role}"]
+    if user.role == Role.STUDENT:
+        student = selectors.student_for_user(user)
+        students = [student] if student else []
+    elif user.role == Role.PARENT:
+        students = selectors.children_of(user)
+    else:
+        students = []
+    for student in students:
+        topics += [f"rankings:org_{org}:student_{student.pk}", f"tasks:org_{org}:student_{student.pk}"]
+    if user.role == Role.TEACHER:
+        teacher = selectors.teacher_for_user(user)
+        if teacher:
+            topics.append(f"groups:org_{org}:teacher_{teacher.pk}")
+            topics += [
+                f"attendance:org_{org}:group_{g}" for g in sorted(selectors.active_group_ids_of_teacher(teacher.pk))
+            ]
+    if user.role == Role.ADMIN:
+        topics += [f"attendance:org_{org}:group_{g.pk}" for g in selectors.groups_of_user(user)]
+    return topics
+
+
+def group_name(topic: str) -> str:
+    """The channel-layer group for a topic (group names may not contain ':', max 99 chars)."""
+    name = "topic." + topic.replace(":", ".")
+    if len(name) > 99:
+        name = "topic.h." + hashlib.sha256(topic.encode()).hexdigest()
+    return name

@@ -1,0 +1,299 @@
+"""Settings, all from environment variables with safe development defaults."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return env(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production")
+ALLOWED_HOSTS = [h for h in env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver,*").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_celery_beat",
+    "harry_realtime.apps.HarryRealtimeConfig",
+    "school",
+    "events",
+    "presence",
+    "syncqueue",
+    "notifications",
+    "culture",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "harry_realtime.middleware.AdminTenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "harry_realtime.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "harry_realtime.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Two database roles (DESIGN.md decision 4): `default` is the app role that serves every
+# request under row-level security; `owner` owns the schema and runs migrations only.
+DATABASE_URL = env("DATABASE_URL", "postgres://harry_app:harry_app@127.0.0.1:5432/harry_realtime")
+DATABASE_OWNER_URL = env("DATABASE_OWNER_URL", "postgres://harry_owner:harry_owner@127.0.0.1:5432/harry_realtime")
+TEST_DB_NAME = env("TEST_DB_NAME", "test_harry_realtime")
+
+
+def _database(url: str, *, pooled: bool) -> dict:
+    config = dj_database_url.parse(url)
+    config["TEST"] = {"NAME": TEST_DB_NAME, "SERIALIZE": False}
+    if pooled:
+        # Under ASGI every request may run on a different thread, so persistent per-thread
+        # connections leak (measured: "remaining connection slots are reserved" under load).
+        # psycopg's pool hands a connection to each unit of work and takes it back.
+        config["OPTIONS"] = {
+            "pool": {
+                "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+                "max_size": env_int("DB_POOL_MAX_SIZE", 20),
+                "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 10),
+            }
+        }
+    return config
+
+
+DATABASES = {
+    "default": _database(DATABASE_URL, pooled=env_bool("DB_POOL", True)),
+    "owner": _database(DATABASE_OWNER_URL, pooled=False),
+}
+DATABASE_ROUTERS = ["harry_realtime.db_router.OwnerMigratesRouter"]
+DB_PLATFORM_ROLE = "harry_platform"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # socket_timeout None: redis-py 8 otherwise closes idle layer sockets (DESIGN.md).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 20000),
+            "expiry": 60,
+            "group_expiry": 86400,
+            "prefix": env("CHANNEL_LAYER_PREFIX", "harry"),
+        },
+    }
+}
+
+AUTH_USER_MODEL = "school.User"
+AUTHENTICATION_BACKENDS = ["harry_realtime.auth.TenantAwareModelBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+# Demo and test logins hash faster; production keeps Django's default.
+if env_bool("FAST_PASSWORD_HASHER", False):
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+JWT_SIGNING_KEY = env("JWT_SIGNING_KEY", SECRET_KEY)
+JWT_ALGORITHM = "HS256"
+JWT_ACCESS_TTL_SECONDS = env_int("JWT_ACCESS_TTL_SECONDS", 3600)
+JWT_REFRESH_TTL_SECONDS = env_int("JWT_REFRESH_TTL_SECONDS", 30 * 24 * 3600)
+JWT_ISSUER = env("JWT_ISSUER", "harry-realtime")
+# When set, the websocket `apikey` must equal it; when empty, the apikey may carry the user's JWT.
+REALTIME_API_KEY = env("REALTIME_API_KEY", "")
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("uz", "O'zbek"), ("ru", "Русский"), ("ar", "العربية")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "Asia/Tashkent"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["harry_realtime.auth.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "harry_realtime.api.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Harry Realtime API",
+    "DESCRIPTION": "Real-time backend of the Harry School CRM mobile apps.",
+    "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE: dict = {}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "harry.audit": {"level": "INFO"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}
+
+# The spec's index names are longer than Django's portable 30-character limit; PostgreSQL takes 63.
+SILENCED_SYSTEM_CHECKS = ["models.E034"]
+
+# Realtime gateway (events/consumers.py): the spec's limits; tests shorten the timers.
+REALTIME_MAX_CHANNELS_PER_CONNECTION = env_int("REALTIME_MAX_CHANNELS_PER_CONNECTION", 10)
+REALTIME_MAX_CONNECTIONS_PER_USER = env_int("REALTIME_MAX_CONNECTIONS_PER_USER", 5)
+REALTIME_MAX_CONNECTIONS_PER_ORG = env_int("REALTIME_MAX_CONNECTIONS_PER_ORG", 200)
+REALTIME_MAX_PAYLOAD_BYTES = env_int("REALTIME_MAX_PAYLOAD_BYTES", 64 * 1024)
+REALTIME_MAX_FRAME_BYTES = env_int("REALTIME_MAX_FRAME_BYTES", 1024 * 1024)
+REALTIME_MAX_MESSAGES_PER_SECOND = env_int("REALTIME_MAX_MESSAGES_PER_SECOND", 100)
+REALTIME_IDLE_TIMEOUT_SECONDS = float(env("REALTIME_IDLE_TIMEOUT_SECONDS", "60"))
+# A connection's slot in the shared per-user/per-org counts lapses unless heartbeats renew it,
+# so a crashed server process frees its slots within this time.
+REALTIME_CONNECTION_LEASE_SECONDS = float(env("REALTIME_CONNECTION_LEASE_SECONDS", "90"))
+# Presence of a server process that stopped renewing its liveness is removed after this time.
+REALTIME_PRESENCE_NODE_TTL_SECONDS = float(env("REALTIME_PRESENCE_NODE_TTL_SECONDS", "30"))
+
+# Presence, connections and attendance collaboration (presence/). Spec "Connection Pooling":
+# heartbeat 25 s, 5-minute marking window, at most 3 teachers marking one group (the connection
+# and channel limits are the gateway's REALTIME_MAX_* above).
+PRESENCE_REDIS_PREFIX = env("PRESENCE_REDIS_PREFIX", env("CHANNEL_LAYER_PREFIX", "harry"))
+REALTIME_HEARTBEAT_INTERVAL_MS = env_int("REALTIME_HEARTBEAT_INTERVAL_MS", 25000)
+# The socket mirror writes heartbeats to the tables at most this often per connection.
+PRESENCE_MIRROR_WRITE_SECONDS = env_int("PRESENCE_MIRROR_WRITE_SECONDS", 60)
+# A connection whose last stored heartbeat is older than this is disconnected by the expiry job;
+# it must exceed the write interval above.
+PRESENCE_CONNECTION_TIMEOUT_SECONDS = env_int("PRESENCE_CONNECTION_TIMEOUT_SECONDS", 150)
+PRESENCE_TTL_SECONDS = env_int("PRESENCE_TTL_SECONDS", 300)
+OFFLINE_MAX_QUEUE_SIZE = env_int("OFFLINE_MAX_QUEUE_SIZE", 1000)
+ATTENDANCE_MARKING_WINDOW_SECONDS = env_int("ATTENDANCE_MARKING_WINDOW_SECONDS", 300)
+ATTENDANCE_MAX_CONCURRENT_MARKERS = env_int("ATTENDANCE_MAX_CONCURRENT_MARKERS", 3)
+CELERY_BEAT_SCHEDULE["presence-expire"] = {"task": "presence.tasks.expire_presence", "schedule": 30.0}
+
+# Cultural calendar (culture/): prayer reminders, the spec's every-10-minutes job. Each school's
+# approaching window (10 minutes by default) decides which prayers a run reminds of.
+CULTURE_PRAYER_REMINDER_SECONDS = float(env("CULTURE_PRAYER_REMINDER_SECONDS", "600"))
+CELERY_BEAT_SCHEDULE["culture-prayer-reminders"] = {
+    "task": "culture.send_prayer_reminders",
+    "schedule": CULTURE_PRAYER_REMINDER_SECONDS,
+}
+
+# --- Push notifications (notifications/) ---------------------------------------------------------
+# Provider per device platform: "log" (default: writes to the log), "fcm", "apns", "webpush".
+PUSH_BACKENDS = {
+    "android": env("PUSH_ANDROID_BACKEND", "log"),
+    "ios": env("PUSH_IOS_BACKEND", "log"),
+    "web": env("PUSH_WEB_BACKEND", "log"),
+}
+PUSH_FCM = {
+    "base_url": env("FCM_BASE_URL", "https://fcm.googleapis.com"),
+    "project_id": env("FCM_PROJECT_ID", ""),
+    # A service-account JSON file (google-auth mints and refreshes the OAuth token), or a token.
+    "credentials_file": env("FCM_CREDENTIALS_FILE", ""),
+    "access_token": env("FCM_ACCESS_TOKEN", ""),
+    "timeout": float(env("PUSH_PROVIDER_TIMEOUT", "10")),
+}
+PUSH_APNS = {
+    "base_url": env("APNS_BASE_URL", "https://api.push.apple.com"),
+    "topic": env("APNS_TOPIC", ""),
+    "team_id": env("APNS_TEAM_ID", ""),
+    "key_id": env("APNS_KEY_ID", ""),
+    "key_file": env("APNS_KEY_FILE", ""),
+    "timeout": float(env("PUSH_PROVIDER_TIMEOUT", "10")),
+}
+PUSH_WEBPUSH = {
+    "vapid_private_key": env("WEBPUSH_VAPID_PRIVATE_KEY", ""),
+    "vapid_subject": env("WEBPUSH_VAPID_SUBJECT", "mailto:admin@example.com"),
+    "timeout": float(env("PUSH_PROVIDER_TIMEOUT", "10")),
+}
+PUSH_RETRY_BASE_SECONDS = float(env("PUSH_RETRY_BASE_SECONDS", "30"))
+PUSH_RETRY_MAX_SECONDS = float(env("PUSH_RETRY_MAX_SECONDS", "900"))
+# A delivery claimed longer ago than this had its worker die mid-call; it is not resent.
+PUSH_CLAIM_LEASE_SECONDS = env_int("PUSH_CLAIM_LEASE_SECONDS", 300)
+# Pushes due further ahead than this are queued by the beat sweep, not with a long broker ETA.
+PUSH_ENQUEUE_AHEAD_SECONDS = env_int("PUSH_ENQUEUE_AHEAD_SECONDS", 60)
+CELERY_BEAT_SCHEDULE["push-dispatch-due"] = {
+    "task": "notifications.dispatch_due_push_notifications",
+    "schedule": float(env("PUSH_DISPATCH_INTERVAL_SECONDS", "15")),
+}
+CELERY_BEAT_SCHEDULE["push-expire"] = {
+    "task": "notifications.expire_push_notifications",
+    "schedule": 60.0,
+}
+
+# Offline sync (syncqueue): transient failures are retried with exponential backoff by beat.
+SYNC_MAX_BATCH_OPERATIONS = env_int("SYNC_MAX_BATCH_OPERATIONS", 500)
+SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 3)
+SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30)
+SYNC_LOCK_TIMEOUT_MS = env_int("SYNC_LOCK_TIMEOUT_MS", 2000)
+SYNC_RETRY_INTERVAL_SECONDS = env_int("SYNC_RETRY_INTERVAL_SECONDS", 30)
+CELERY_BEAT_SCHEDULE["syncqueue-retry-due-operations"] = {
+    "task": "syncqueue.tasks.retry_due_operations",
+    "schedule": SYNC_RETRY_INTERVAL_SECONDS,
+}
+
+# Event pipeline (events/outbox.py, listener, tasks): an individual event still unacknowledged by
+# a live socket this long after fan-out is handed to push; expiry runs every minute.
+REALTIME_PUSH_GRACE_SECONDS = env_int("REALTIME_PUSH_GRACE_SECONDS", 30)
+CELERY_BEAT_SCHEDULE["events-hand-undelivered-to-push"] = {
+    "task": "events.hand_undelivered_to_push",
+    "schedule": float(env("REALTIME_PUSH_HANDOFF_INTERVAL_SECONDS", "15")),
+}
+CELERY_BEAT_SCHEDULE["events-expire"] = {"task": "events.expire_events", "schedule": 60.0}

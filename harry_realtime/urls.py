@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from .health import healthz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("api/", include("school.api.urls")),
+    path("api/realtime/", include("events.api.urls")),
+    path("api/realtime/", include("presence.api.urls")),
+    path("api/realtime/", include("syncqueue.api.urls")),
+    path("api/notifications/", include("notifications.api.urls")),
+    path("api/culture/", include("culture.api.urls")),
+    path("realtime/v1/", include("events.api.realtime_urls")),
+]

@@ -1,0 +1,207 @@
+"""The spec's connection, subscription, presence and attendance-collaboration endpoints."""
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework.response import Response
+
+from culture.selectors import client_cultural_context, cultural_context_for
+from harry_realtime.api import ApiError, TenantAPIView, created
+from school.models import Group
+
+from .. import selectors, services
+from . import serializers as s
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def websocket_url(request) -> str:
+    scheme = "wss" if request.is_secure() else "ws"
+    return f"{scheme}://{request.get_host()}/realtime/v1/websocket?vsn=2.0.0"
+
+
+class ConnectView(TenantAPIView):
+    def post(self, request):
+        data = _valid(s.ConnectSerializer, request.data)
+        user = request.user
+        preferences = {"language": user.language, **data["culturalPreferences"]}
+        connection = services.connection_register(
+            user=user,
+            device_id=data["deviceId"],
+            platform=data["platform"],
+            app_version=data["appVersion"],
+            subscription_types=data["subscriptionTypes"],
+            cultural_preferences=preferences,
+            performance_mode=data["performanceMode"],
+            network_type=data.get("networkType"),
+            battery_level=data.get("batteryLevel"),
+        )
+        body = {
+            "success": True,
+            "connectionId": connection.connection_id,
+            "websocketUrl": websocket_url(request),
+            "subscriptionChannels": connection.channels,
+            "heartbeatInterval": settings.REALTIME_HEARTBEAT_INTERVAL_MS,
+            "culturalContext": client_cultural_context(cultural_context_for(user.organization, timezone.now())),
+            "offlineCapabilities": {
+                "maxQueueSize": settings.OFFLINE_MAX_QUEUE_SIZE,
+                "encryptionEnabled": True,
+                "compressionEnabled": True,
+            },
+        }
+        if connection.omitted_channels:
+            body["omittedChannels"] = connection.omitted_channels
+        return Response(body)
+
+
+class DisconnectView(TenantAPIView):
+    def post(self, request):
+        data = _valid(s.DisconnectSerializer, request.data)
+        result = services.connection_close(
+            user=request.user,
+            connection_id=str(data["connectionId"]),
+            reason=data["reason"],
+            sync_pending_data=data["syncPendingData"],
+        )
+        return Response({"success": True, **result})
+
+
+def _subscription_json(row) -> dict:
+    return {
+        "subscriptionId": str(row.pk),
+        "channel": row.channel_name,
+        "subscriptionType": row.subscription_type,
+        "connectionStatus": row.connection_status,
+        "expiresAt": row.expires_at,
+    }
+
+
+class SubscribeView(TenantAPIView):
+    def post(self, request):
+        data = _valid(s.SubscribeSerializer, request.data)
+        targets = {k: [str(i) for i in v] for k, v in data["targetEntities"].items()}
+        rows = services.subscription_create(
+            user=request.user,
+            connection_id=str(data["connectionId"]),
+            subscription_type=data["subscriptionType"],
+            targets=targets,
+            filters=data["filters"],
+            offline_settings=data["offlineSettings"],
+        )
+        return created(
+            {
+                "success": True,
+                "connectionId": str(data["connectionId"]),
+                "subscriptions": [_subscription_json(r) for r in rows],
+            }
+        )
+
+
+class UnsubscribeView(TenantAPIView):
+    def delete(self, request, subscription_id):
+        data = _valid(s.UnsubscribeSerializer, request.data)
+        connection_id = data.get("connectionId")
+        services.subscription_delete(
+            user=request.user,
+            subscription_id=str(subscription_id),
+            connection_id=str(connection_id) if connection_id else None,
+        )
+        return Response({"success": True, "subscriptionId": str(subscription_id)})
+
+
+def _presence_json(row) -> dict:
+    return {
+        "userId": str(row.user_id),
+        "userName": row.user_name,
+        "userType": row.user_type,
+        "deviceId": row.device_id,
+        "status": row.status,
+        "activity": row.activity,
+        "customStatus": row.custom_status,
+        "currentScreen": row.current_screen,
+        "groupId": str(row.current_group_id) if row.current_group_id else None,
+        "lessonId": str(row.current_lesson_id) if row.current_lesson_id else None,
+        "platform": row.platform,
+        "connectionQuality": row.connection_quality,
+        "prayerTimeStatus": row.prayer_time_status,
+        "currentPrayer": row.current_prayer,
+        "lastSeen": row.last_seen,
+        "statusChangedAt": row.status_changed_at,
+        "sessionStart": row.session_start,
+    }
+
+
+class PresenceView(TenantAPIView):
+    def get(self, request):
+        query = _valid(s.PresenceQuerySerializer, request.query_params)
+        user = request.user
+        if "group" in query:
+            group_id = query["group"]
+            if not Group.objects.filter(pk=group_id).exists():
+                raise ApiError("group_not_found", "No such group in this organization.", status_code=404)
+            if not selectors.may_see_group_presence(user, group_id):
+                raise ApiError("forbidden", "You may not see this group's presence.", status_code=403)
+            rows = list(selectors.online_in_group(group_id))
+            scope = {"scope": "group", "groupId": str(group_id)}
+        else:
+            if not selectors.may_see_organization_presence(user):
+                raise ApiError("forbidden", "The organization's presence is a staff view.", status_code=403)
+            rows = list(selectors.online_presence())
+            scope = {"scope": "organization"}
+        return Response(
+            {
+                **scope,
+                "onlineUsers": len({r.user_id for r in rows}),
+                "presence": [_presence_json(r) for r in rows],
+            }
+        )
+
+
+class MarkingView(TenantAPIView):
+    def post(self, request):
+        data = _valid(s.MarkingStartSerializer, request.data)
+        ids = data.get("studentIds")
+        result = services.attendance_marking_start(
+            user=request.user,
+            group_id=data["groupId"],
+            student_ids=[str(i) for i in ids] if ids is not None else None,
+            override=data["override"],
+        )
+        return Response({"success": True, **result})
+
+
+class MarkingFinishView(TenantAPIView):
+    def delete(self, request, group_id):
+        return Response({"success": True, **services.attendance_marking_finish(user=request.user, group_id=group_id)})
+
+
+class MarkView(TenantAPIView):
+    def post(self, request):
+        data = _valid(s.MarkSerializer, request.data)
+        row = services.attendance_mark(
+            user=request.user,
+            group_id=data["groupId"],
+            student_id=data["studentId"],
+            status=data["status"],
+            notes=data.get("notes"),
+            attendance_date=data.get("attendanceDate"),
+            override=data["override"],
+        )
+        return Response(
+            {
+                "success": True,
+                "attendance": {
+                    "id": str(row.pk),
+                    "studentId": str(row.student_id),
+                    "groupId": str(row.group_id),
+                    "teacherId": str(row.teacher_id),
+                    "status": row.status,
+                    "attendanceDate": row.attendance_date,
+                    "markedBy": str(row.marked_by_id),
+                    "syncVersion": row.sync_version,
+                },
+            }
+        )

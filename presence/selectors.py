@@ -1,0 +1,44 @@
+"""Reads of who is online. Callers run them inside a tenant context: row-level security keeps
+presence inside the organization."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from school.models import Role, StudentGroupEnrollment, User
+from school.selectors import student_for_user, user_may_watch_group
+
+from .models import RealtimePresence
+
+
+def online_presence() -> QuerySet[RealtimePresence]:
+    """Devices present now: not offline and not past their expiry."""
+    return (
+        RealtimePresence.objects.exclude(status="offline")
+        .filter(expires_at__gt=timezone.now())
+        .select_related("current_group")
+        .order_by("user_name", "device_id")
+    )
+
+
+def online_in_group(group_id) -> QuerySet[RealtimePresence]:
+    return online_presence().filter(current_group_id=group_id)
+
+
+def may_see_group_presence(user: User, group_id) -> bool:
+    """The group's teachers, admins, and students enrolled in it."""
+    if user_may_watch_group(user, group_id):
+        return True
+    student = student_for_user(user) if user.role == Role.STUDENT else None
+    return bool(
+        student
+        and StudentGroupEnrollment.objects.filter(
+            student=student, group_id=group_id, status=StudentGroupEnrollment.Status.ACTIVE
+        ).exists()
+    )
+
+
+def may_see_organization_presence(user: User) -> bool:
+    """The whole school's presence is a staff view."""
+    return user.role in (Role.TEACHER, Role.ADMIN)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make test`: lint, the Python suite against real PostgreSQL and Redis, then the JS end-to-end suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/prepare.sh test
+trap 'python scripts/devservices.py down' EXIT
+ruff check .
+ruff format --check .
+python manage.py makemigrations --check --dry-run --verbosity 0
+python -m pytest -q "$@"
+if [ -f e2e/package.json ]; then
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
+fi

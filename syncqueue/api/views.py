@@ -1,0 +1,105 @@
+"""Offline sync endpoints (spec: Offline Synchronization and Conflict Resolution Endpoints)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from harry_realtime.api import ApiError, TenantAPIView
+from school.models import Role, User
+from syncqueue import selectors, services
+from syncqueue.models import SYNCABLE_TABLES
+
+from .serializers import ConflictResolutionRequestSerializer, QueueSyncRequestSerializer, parse_operation
+
+MAX_CHANGES_PAGE = 1000
+
+
+class SyncQueueView(TenantAPIView):
+    """POST /api/realtime/sync/queue: apply a device's queued operations, each exactly once."""
+
+    # Each operation commits on its own, so one failure never undoes the rest of the batch.
+    tenant_transaction = False
+
+    def post(self, request: Request) -> Response:
+        operations = request.data.get("operations") if isinstance(request.data, dict) else None
+        limit = settings.SYNC_MAX_BATCH_OPERATIONS
+        if isinstance(operations, list) and len(operations) > limit:
+            raise ApiError(
+                "batch_too_large",
+                f"A batch holds at most {limit} operations; split it.",
+                status_code=413,
+                details={"maxOperations": limit, "received": len(operations)},
+            )
+        serializer = QueueSyncRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        batch_context = data.get("culturalContext") or {}
+        parsed = [parse_operation(raw, batch_context=batch_context) for raw in data["operations"]]
+        result = services.operations_upload(
+            tenant=self.tenant, device_id=data["deviceId"], operations=parsed, battery_mode=data["batteryMode"]
+        )
+        return Response(result)
+
+
+class SyncStatusView(TenantAPIView):
+    """GET /api/realtime/sync/status/{deviceId}"""
+
+    def get(self, request: Request, device_id: str) -> Response:
+        return Response(selectors.sync_status(device_id=device_id))
+
+
+class SyncChangesView(TenantAPIView):
+    """GET /api/realtime/sync/changes?cursor=&tables=&limit=: the delta pull after coming online."""
+
+    def get(self, request: Request) -> Response:
+        try:
+            cursor = selectors.Cursor.decode(request.query_params.get("cursor", ""))
+        except ValueError as exc:
+            raise ApiError("invalid_cursor", "cursor is a value returned as nextCursor.") from exc
+        tables = [t for t in request.query_params.get("tables", "").split(",") if t] or list(SYNCABLE_TABLES)
+        unknown = sorted(set(tables) - set(SYNCABLE_TABLES))
+        if unknown:
+            raise ApiError("unknown_table", "These tables are not synced.", details=unknown)
+        try:
+            limit = int(request.query_params.get("limit", 200))
+        except ValueError as exc:
+            raise ApiError("invalid_limit", "limit is an integer.") from exc
+        if not 1 <= limit <= MAX_CHANGES_PAGE:
+            raise ApiError("invalid_limit", f"limit is between 1 and {MAX_CHANGES_PAGE}.")
+        return Response(selectors.changes_since(user=request.user, cursor=cursor, tables=tables, limit=limit))
+
+
+class PendingConflictsView(TenantAPIView):
+    """GET /api/realtime/conflicts/pending/{userId}: the user themself or an admin of their school."""
+
+    def get(self, request: Request, user_id) -> Response:
+        if str(user_id) != str(request.user.pk) and request.user.role != Role.ADMIN:
+            raise ApiError(
+                "permission_denied", "Only the user themself or an admin sees their conflicts.", status_code=403
+            )
+        # Row-level security hides users of other schools: their conflicts are "not found".
+        target = User.objects.filter(pk=user_id, organization_id=self.tenant.organization_id).first()
+        if target is None:
+            raise ApiError("not_found", "No such user.", status_code=404)
+        return Response(selectors.pending_conflicts(user=target))
+
+
+class ResolveConflictView(TenantAPIView):
+    """POST /api/realtime/conflicts/resolve"""
+
+    def post(self, request: Request) -> Response:
+        serializer = ConflictResolutionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return Response(
+            services.conflict_resolve(
+                user=request.user,
+                conflict_id=data["conflictId"],
+                resolution=data["resolution"],
+                teacher_override=data["teacherOverride"],
+                admin_approval=data["adminApproval"],
+                cultural_considerations=data["culturalConsiderations"],
+            )
+        )

@@ -1,0 +1,274 @@
+"""Reads for devices: sync status, pending conflicts and the delta pull. Run in a tenant context."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Avg, Count, Max, Q
+
+from school.models import Role, StudentGroupEnrollment, User
+from school.selectors import (
+    active_group_ids_of_student,
+    active_group_ids_of_teacher,
+    children_of,
+    student_for_user,
+    teacher_for_user,
+)
+
+from .models import OfflineSyncOperation
+from .policy import AUTHORITY_ROLES, PRAYERS
+from .tables import TABLES, clean_changes, record_of
+
+STATUS_SAMPLE = 200
+
+
+def sync_status(*, device_id: str) -> dict:
+    """The spec's SyncStatusResponse for one device (the caller's own rows; admins see the school's)."""
+    rows = OfflineSyncOperation.objects.filter(device_id=device_id)
+    counts = rows.aggregate(
+        pending=Count("id", filter=Q(sync_status__in=["pending", "processing"])),
+        conflicts=Count("id", filter=Q(sync_status="conflict")),
+        last_sync=Max("completed_at"),
+        avg_ms=Avg("operation_duration_ms", filter=Q(sync_status="completed")),
+        avg_bytes=Avg("bandwidth_used_bytes"),
+    )
+    waiting = list(
+        rows.filter(sync_status__in=["pending", "processing", "conflict"]).values(
+            "new_data", "prayer_time_context", "cultural_context"
+        )[:STATUS_SAMPLE]
+    )
+    raw = json.dumps([w["new_data"] for w in waiting]).encode()
+    return {
+        "deviceId": device_id,
+        "pendingOperations": counts["pending"],
+        "conflictsDetected": counts["conflicts"],
+        "lastSuccessfulSync": counts["last_sync"],
+        # Milliseconds: what the waiting operations took on average when they did apply.
+        "estimatedSyncTime": round(counts["pending"] * (counts["avg_ms"] or 0)),
+        "culturalBlockers": {
+            "prayerTimeConflict": any((w["prayer_time_context"] or "").lower() in PRAYERS for w in waiting),
+            "ramadanScheduleAdjustment": any((w["cultural_context"] or {}).get("ramadan_schedule") for w in waiting),
+        },
+        "networkOptimization": {
+            "batchingEnabled": True,
+            "compressionRatio": round(len(zlib.compress(raw)) / len(raw), 3) if waiting else 1.0,
+            "estimatedBandwidth": round(counts["pending"] * (counts["avg_bytes"] or 0)),
+        },
+    }
+
+
+def _conflict_item(row: OfflineSyncOperation, role: str) -> dict:
+    spec = TABLES[row.table_name]
+    server = spec.model.objects.filter(pk=row.record_id).first()
+    try:
+        changes = clean_changes(spec, role, row.operation_type, row.new_data or {})
+    except Exception:  # noqa: BLE001 - a stored conflict stays listable even if rules changed since
+        changes = {}
+    fields = sorted(k for k, v in changes.items() if server is None or getattr(server, k) != v)
+    return {
+        "id": str(row.pk),
+        "tableName": row.table_name,
+        "recordId": str(row.record_id) if row.record_id else None,
+        "conflictType": (row.conflict_metadata or {}).get("conflict_type", "concurrent_update"),
+        "clientData": row.new_data,
+        "serverData": record_of(server) if server is not None else None,
+        "conflictFields": fields,
+        "suggestedResolution": "teacher_authority" if role in AUTHORITY_ROLES else "server_wins",
+        "culturalContext": row.cultural_context,
+        "teacherInvolved": role in AUTHORITY_ROLES,
+        "priority": row.priority,
+        "deviceId": row.device_id,
+        "operationId": row.operation_id,
+        "createdAt": row.created_at,
+    }
+
+
+def pending_conflicts(*, user: User) -> dict:
+    """The spec's PendingConflictsResponse for one user."""
+    rows = list(OfflineSyncOperation.objects.filter(user_id=user.pk, sync_status="conflict").order_by("-priority"))
+    items = [_conflict_item(row, user.role) for row in rows]
+    return {
+        "conflicts": items,
+        "totalCount": len(items),
+        "culturalGuidance": {
+            "islamicValuesSuggestion": "Prefer the teacher's record for attendance and feedback; settle the rest "
+            "with the people involved.",
+            "teacherAuthorityRespect": True,
+            "familyEngagementRequired": any(row.table_name in ("students", "feedback_entries") for row in rows),
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Delta pull
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a device is in the change log.
+
+    A change's `xid` is its writing transaction's id, but transactions commit out of id order, so
+    the position `(xid, seq)` alone could skip a change that commits after a later one was read.
+    `floor` is the oldest transaction still running (in this database) when the device's previous
+    pass began: every transaction below it had finished, so everything below it was delivered.
+    A pass (pages until `hasMore` is false) reads everything committed at or above the floor; the
+    next pass starts at the oldest running transaction its first page saw (`start`). Changes
+    above that may come twice; never zero times.
+    """
+
+    floor: int = 0
+    start: int | None = None
+    xid: int = 0
+    seq: int = 0
+
+    def encode(self) -> str:
+        return f"{self.floor}.{self.start if self.start is not None else ''}.{self.xid}.{self.seq}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        if not text:
+            return cls()
+        floor, start, xid, seq = text.split(".")
+        cursor = cls(int(floor), int(start) if start else None, int(xid), int(seq))
+        if min(cursor.floor, cursor.xid, cursor.seq, cursor.start or 0) < 0 or cursor.xid < cursor.floor:
+            raise ValueError(text)
+        return cursor
+
+
+@dataclass
+class Visibility:
+    """Which change rows a user may see: all (admin), or by student and group."""
+
+    everything: bool = False
+    student_ids: tuple[str, ...] = ()
+    group_ids: tuple[str, ...] = ()
+    # Teachers see every row of their groups; students and families only the group rows themselves.
+    group_rows_only: bool = True
+    family: bool = False
+    hide_sensitive: bool = True
+    own_student_ids: tuple[str, ...] = ()
+
+
+def visibility_for(user: User) -> Visibility:
+    if user.role == Role.ADMIN:
+        return Visibility(everything=True, hide_sensitive=False)
+    if user.role == Role.TEACHER:
+        teacher = teacher_for_user(user)
+        groups = active_group_ids_of_teacher(teacher.pk) if teacher else set()
+        students = StudentGroupEnrollment.objects.filter(
+            group_id__in=groups, status=StudentGroupEnrollment.Status.ACTIVE
+        ).values_list("student_id", flat=True)
+        return Visibility(student_ids=tuple(str(s) for s in students), group_ids=tuple(groups), group_rows_only=False)
+    if user.role == Role.STUDENT:
+        student = student_for_user(user)
+        if student is None:
+            return Visibility()
+        ids = (str(student.pk),)
+        groups = tuple(active_group_ids_of_student(student.pk))
+        return Visibility(student_ids=ids, group_ids=groups, own_student_ids=ids)
+    children = children_of(user)
+    ids = tuple(str(s.pk) for s in children)
+    groups = tuple({g for s in children for g in active_group_ids_of_student(s.pk)})
+    return Visibility(student_ids=ids, group_ids=groups, family=True, own_student_ids=ids)
+
+
+SENSITIVE = {"students": frozenset({"personal_info", "family_details", "medical_notes"})}
+
+
+# The oldest transaction that may still commit a change here: the snapshot's in-progress xids,
+# less those known to run in another database of the cluster (a long transaction there holds the
+# global xmin back but never writes our tables); with none left, the snapshot's xmax.
+OLDEST_RUNNING_SQL = """
+WITH snap AS (SELECT pg_current_snapshot() AS s)
+SELECT coalesce(
+    (SELECT min(x) FROM snap, pg_snapshot_xip(snap.s) AS x
+     WHERE NOT EXISTS (
+         SELECT 1 FROM pg_stat_activity a WHERE a.backend_xid = xid(x) AND a.datname <> current_database()
+     )),
+    (SELECT pg_snapshot_xmax(s) FROM snap)
+)::text::bigint
+"""
+
+
+def _change_rows(visibility: Visibility, cursor: Cursor, tables: list[str], limit: int) -> tuple[int, list[tuple]]:
+    where = ["xid >= %s", "(xid, seq) > (%s, %s)", "table_name = ANY(%s)"]
+    with connection.cursor() as c:
+        c.execute(OLDEST_RUNNING_SQL)
+        xmin = c.fetchone()[0]
+        params: list = [cursor.floor, cursor.xid, cursor.seq, tables]
+        if not visibility.everything:
+            if visibility.group_rows_only:
+                where.append("(student_id = ANY(%s::uuid[]) OR (table_name = 'groups' AND group_id = ANY(%s::uuid[])))")
+            else:
+                where.append("(student_id = ANY(%s::uuid[]) OR group_id = ANY(%s::uuid[]))")
+            params += [list(visibility.student_ids), list(visibility.group_ids)]
+        c.execute(
+            "SELECT seq, xid, table_name, record_id, operation, sync_version FROM sync_changes"
+            f" WHERE {' AND '.join(where)} ORDER BY xid, seq LIMIT %s",
+            [*params, limit],
+        )
+        return xmin, c.fetchall()
+
+
+def _visible_record(visibility: Visibility, table: str, obj) -> bool:
+    if table == "feedback_entries" and visibility.family and not obj.visible_to_family:
+        return False
+    return True
+
+
+def changes_since(*, user: User, cursor: Cursor, tables: list[str], limit: int) -> dict:
+    """Rows changed after the cursor that this user may see, deletions as tombstones, in pages."""
+    visibility = visibility_for(user)
+    xmin, rows = _change_rows(visibility, cursor, tables, limit)
+    latest: dict[tuple[str, uuid.UUID], tuple] = {}
+    for row in rows:
+        latest[(row[2], row[3])] = row
+    by_table: dict[str, list[uuid.UUID]] = {}
+    for table, record_id in latest:
+        by_table.setdefault(table, []).append(record_id)
+    current: dict[tuple[str, uuid.UUID], object] = {}
+    for table, ids in by_table.items():
+        model = _model_of(table)
+        for obj in model.objects.filter(pk__in=ids):
+            current[(table, obj.pk)] = obj
+    changes = []
+    for (table, record_id), row in sorted(latest.items(), key=lambda item: (item[1][1], item[1][0])):
+        obj = current.get((table, record_id))
+        deleted = obj is None or getattr(obj, "deleted_at", None) is not None
+        if deleted:
+            changes.append({"table": table, "id": str(record_id), "op": "delete", "syncVersion": row[5]})
+            continue
+        if not _visible_record(visibility, table, obj):
+            continue
+        hide = SENSITIVE.get(table, frozenset())
+        if not visibility.hide_sensitive or str(record_id) in visibility.own_student_ids:
+            hide = frozenset()
+        changes.append(
+            {
+                "table": table,
+                "id": str(record_id),
+                "op": "upsert",
+                "syncVersion": obj.sync_version,
+                "record": record_of(obj, hide=hide),
+            }
+        )
+    has_more = len(rows) == limit
+    start = cursor.start if cursor.start is not None else max(xmin, cursor.floor)
+    if has_more:
+        next_cursor = Cursor(cursor.floor, start, rows[-1][1], rows[-1][0])
+    else:
+        next_cursor = Cursor(start, None, start, 0)
+    return {"changes": changes, "nextCursor": next_cursor.encode(), "hasMore": has_more}
+
+
+def _model_of(table: str):
+    from django.apps import apps
+
+    for model in apps.get_app_config("school").get_models():
+        if model._meta.db_table == table:
+            return model
+    raise LookupError(table)

@@ -1,0 +1,817 @@
+"""Applying offline operations exactly once: upload, retry and manual conflict resolution.
+
+Each operation runs in its own `tenant_context` transaction. The queue row is written in the
+same transaction as the change it describes, with `ON CONFLICT (device_id, operation_id) DO
+NOTHING`: when a concurrent upload of the same operation committed first, the insert finds its
+row, this transaction rolls back (taking the change with it) and the stored outcome is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
+
+from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+from school.models import Group, Organization, Role, Student, StudentGroupEnrollment, Teacher, User
+from school.selectors import active_group_ids_of_teacher
+
+from .models import OfflineSyncOperation
+from .policy import AUTHORITY_ROLES, Resolution, effective_priority, resolve_conflict
+from .tables import (
+    CULTURAL_COMPLIANCE_TABLES,
+    TABLES,
+    OperationRefused,
+    TableSpec,
+    clean_changes,
+    field_of,
+    record_of,
+    values_of,
+)
+
+# SQLSTATEs worth retrying later: lock timeout, serialization failure, deadlock, statement timeout.
+TRANSIENT_SQLSTATES = {"55P03", "40001", "40P01", "57014"}
+ATTENDANCE_MAX_OFFLINE = timedelta(hours=24)
+
+
+@dataclass
+class IncomingOperation:
+    """One operation of an upload (or of a stored row being retried), already shape-checked."""
+
+    operation_id: str
+    operation_type: str
+    table_name: str
+    record_id: uuid.UUID | None
+    data: dict[str, Any]
+    local_timestamp: datetime
+    requested_priority: int = 5
+    strategy: str = "teacher_authority"
+    client_sync_version: int | None = None
+    offline_data_hash: str | None = None
+    old_data: dict[str, Any] | None = None
+    cultural_context: dict[str, Any] = field(default_factory=dict)
+    prayer_time_context: str | None = None
+    islamic_calendar_date: str | None = None
+    timezone: str = "Asia/Tashkent"
+    size_bytes: int | None = None
+    index: int = 0
+    priority: int = 5
+
+    def sort_key(self) -> tuple:
+        # Deterministic whatever order the device sent: priority, then the device's clock, then id.
+        return (-self.priority, -self.requested_priority, self.local_timestamp, self.operation_id)
+
+
+@dataclass
+class Actor:
+    """Who writes, with the relations their writes are checked against (read once per batch)."""
+
+    tenant: Tenant
+    role: str
+    user_id: uuid.UUID
+    teacher_id: uuid.UUID | None = None
+    teacher_group_ids: set[str] = field(default_factory=set)
+    # (student_id, group_id) of active enrollments in the teacher's groups.
+    enrolled_pairs: set[tuple[str, str]] = field(default_factory=set)
+    own_student_id: uuid.UUID | None = None
+    cultural_compliance_required: bool = False
+
+    @property
+    def taught_student_ids(self) -> set[str]:
+        return {s for s, _ in self.enrolled_pairs}
+
+
+def actor_load(*, tenant: Tenant) -> Actor:
+    """Read the writer's role and relations under their own tenant context."""
+    with tenant_context(tenant):
+        user = User.objects.only("id", "role").get(pk=tenant.user_id)
+        org = Organization.objects.only("settings").get(pk=tenant.organization_id)
+        actor = Actor(
+            tenant=tenant,
+            role=user.role,
+            user_id=user.pk,
+            cultural_compliance_required=bool((org.settings or {}).get("cultural_compliance_required")),
+        )
+        if user.role == Role.TEACHER:
+            teacher = Teacher.objects.filter(user_id=user.pk, is_active=True, deleted_at__isnull=True).first()
+            if teacher is not None:
+                actor.teacher_id = teacher.pk
+                actor.teacher_group_ids = active_group_ids_of_teacher(teacher.pk)
+                actor.enrolled_pairs = {
+                    (str(s), str(g))
+                    for s, g in StudentGroupEnrollment.objects.filter(
+                        group_id__in=actor.teacher_group_ids, status=StudentGroupEnrollment.Status.ACTIVE
+                    ).values_list("student_id", "group_id")
+                }
+        elif user.role == Role.STUDENT:
+            actor.own_student_id = Student.objects.filter(user_id=user.pk).values_list("pk", flat=True).first()
+    return actor
+
+
+# ---------------------------------------------------------------------------------------------
+# Authorization of the records an operation names or touches
+
+
+def _require_exists(model, pk, label: str) -> None:
+    if not model.objects.filter(pk=pk).exists():
+        raise OperationRefused("not_found", f"No {label} with this id.", {"id": str(pk)})
+
+
+def _check_student_group(actor: Actor, student_id, group_id) -> None:
+    """The student must exist, be enrolled in the group, and a teacher must teach that group."""
+    if actor.role == Role.TEACHER and (str(student_id), str(group_id)) in actor.enrolled_pairs:
+        return
+    _require_exists(Student, student_id, "student")
+    _require_exists(Group, group_id, "group")
+    if actor.role == Role.TEACHER and str(group_id) not in actor.teacher_group_ids:
+        raise OperationRefused("permission_denied", "You do not teach this group.")
+    enrolled = StudentGroupEnrollment.objects.filter(
+        student_id=student_id, group_id=group_id, status=StudentGroupEnrollment.Status.ACTIVE
+    ).exists()
+    if not enrolled:
+        raise OperationRefused("student_not_in_group", "The student is not enrolled in this group.")
+
+
+def _check_student(actor: Actor, student_id) -> None:
+    if actor.role == Role.TEACHER and str(student_id) in actor.taught_student_ids:
+        return
+    _require_exists(Student, student_id, "student")
+    if actor.role == Role.TEACHER:
+        raise OperationRefused("permission_denied", "You do not teach this student.")
+
+
+def _check_new_values(actor: Actor, table: str, merged: dict[str, Any]) -> None:
+    """The student/group/teacher a written row points at must be ones the writer may use."""
+    student_id, group_id = merged.get("student_id"), merged.get("group_id")
+    if table == "students":
+        return
+    if group_id is not None:
+        _check_student_group(actor, student_id, group_id)
+    else:
+        _check_student(actor, student_id)
+    if actor.role == Role.ADMIN and "teacher_id" in merged and merged["teacher_id"] is not None:
+        _require_exists(Teacher, merged["teacher_id"], "teacher")
+
+
+def _check_row_access(actor: Actor, table: str, obj) -> None:
+    """May this writer touch this existing row at all (beyond the organization, which RLS enforces)?"""
+    if actor.role == Role.ADMIN:
+        return
+    if actor.role == Role.STUDENT:
+        own = obj.pk if table == "students" else getattr(obj, "student_id", None)
+        if actor.own_student_id is None or own != actor.own_student_id:
+            raise OperationRefused("permission_denied", "This record is not yours.")
+        return
+    group_id = getattr(obj, "group_id", None)
+    if group_id is not None and str(group_id) in actor.teacher_group_ids:
+        return
+    if group_id is None and str(getattr(obj, "student_id", "")) in actor.taught_student_ids:
+        return
+    raise OperationRefused("permission_denied", "You do not teach this record's group or student.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _prep(model, values: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    columns, params = [], []
+    for name, value in values.items():
+        f = field_of(model, name)
+        columns.append(f.column)
+        params.append(f.get_db_prep_save(value, connection))
+    return columns, params
+
+
+def _update_row(spec: TableSpec, obj, values: dict[str, Any], expected_version: int):
+    """UPDATE ... WHERE sync_version = the version read; returns the row with its new version."""
+    model = spec.model
+    columns, params = _prep(model, values)
+    assignments = ", ".join(f'"{c}" = %s' for c in columns)
+    returned = [f.column for f in model._meta.concrete_fields]
+    sql = (
+        f'UPDATE "{model._meta.db_table}" SET {assignments} WHERE id = %s AND sync_version = %s'
+        f" RETURNING {', '.join(f'{chr(34)}{c}{chr(34)}' for c in returned)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, obj.pk, expected_version])
+        row = cursor.fetchone()
+    if row is None:
+        # The row is locked FOR UPDATE by this transaction, so its version cannot move under us.
+        raise DatabaseError("sync_version changed under a row lock")
+    fields = model._meta.concrete_fields
+    values = [
+        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
+        for f, v in zip(fields, row, strict=True)
+    ]
+    return model.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+def _insert_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any]):
+    model = spec.model
+    values = dict(changes)
+    values["organization_id"] = actor.tenant.organization_id
+    if op.record_id is not None:
+        values["id"] = op.record_id
+    if op.table_name == "attendance":
+        values.setdefault("teacher_id", actor.teacher_id)
+        values.update(marked_by_id=actor.user_id, created_by_id=actor.user_id, updated_by_id=actor.user_id)
+    elif op.table_name == "home_tasks":
+        values.setdefault("teacher_id", actor.teacher_id)
+    elif op.table_name == "feedback_entries":
+        values.setdefault("teacher_id", actor.teacher_id)
+        values["author_id"] = actor.user_id
+    if op.table_name == "attendance" and values.get("teacher_id") is None:
+        raise OperationRefused("missing_field", "An admin marking attendance names the teacher.", ["teacher_id"])
+    if op.record_id is not None and model.objects.filter(pk=op.record_id).exists():
+        raise OperationRefused("already_exists", "A record with this id already exists.")
+    obj = model(**values)
+    obj.save(force_insert=True)
+    return obj
+
+
+def _offline_marks(actor: Actor, op: IncomingOperation) -> dict[str, Any]:
+    """What the server adds to an offline write, so the change events say it came from a device."""
+    if op.table_name == "attendance":
+        return {
+            "marked_offline": True,
+            "offline_timestamp": op.local_timestamp,
+            "sync_priority": op.priority,
+            "sync_status": "synced",
+            "updated_by_id": actor.user_id,
+        }
+    if op.table_name == "home_tasks" and "student_response" in op.data:
+        marks = {"grading_status": "submitted"}
+        if "submission_timestamp" not in op.data:
+            marks["submission_timestamp"] = op.local_timestamp
+        return marks
+    return {}
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | conflict | failed | pending
+    record: dict | None = None
+    sync_version: int | None = None
+    resolution: Resolution | None = None
+    conflict_type: str | None = None
+    error: dict | None = None
+
+    @property
+    def queue_status(self) -> str:
+        if self.status == "conflict":
+            return "conflict" if self.resolution and self.resolution.pending else "completed"
+        return self.status
+
+    def as_result(self, op: IncomingOperation) -> dict:
+        result: dict[str, Any] = {
+            "id": op.operation_id,
+            "status": self.status,
+            "tableName": op.table_name,
+            "recordId": str(op.record_id) if op.record_id else None,
+            "priority": op.priority,
+        }
+        if self.record is not None:
+            result["record"] = self.record
+            result["recordId"] = self.record["id"]
+            result["syncVersion"] = self.sync_version
+        if self.resolution is not None:
+            result["conflict"] = {
+                "type": self.conflict_type,
+                "resolved": not self.resolution.pending,
+                **self.resolution.as_metadata(),
+            }
+        if self.error is not None:
+            result["error"] = self.error
+        return result
+
+
+def _completed(obj) -> Outcome:
+    return Outcome(status="completed", record=record_of(obj), sync_version=obj.sync_version)
+
+
+def _check_operation_rules(actor: Actor, op: IncomingOperation) -> None:
+    if op.table_name == "attendance" and timezone.now() - op.local_timestamp > ATTENDANCE_MAX_OFFLINE:
+        raise OperationRefused(
+            "offline_timeout", "Attendance marked more than 24 hours ago can no longer be synced from a device."
+        )
+    if (
+        actor.cultural_compliance_required
+        and op.table_name in CULTURAL_COMPLIANCE_TABLES
+        and op.cultural_context.get("islamic_values_compliant") is not True
+    ):
+        raise OperationRefused(
+            "cultural_compliance_required",
+            "This school requires culturalContext.islamic_values_compliant for feedback and home tasks.",
+        )
+
+
+def _is_stale(op: IncomingOperation, obj) -> bool:
+    if op.client_sync_version is not None and op.client_sync_version != obj.sync_version:
+        return True
+    server_hash = getattr(obj, "offline_data_hash", None)
+    return op.offline_data_hash is not None and server_hash is not None and op.offline_data_hash != server_hash
+
+
+def _apply_resolution(spec, actor, op, obj, changes, conflict_type: str, resolution: Resolution) -> Outcome:
+    if resolution.pending or not resolution.changes:
+        return Outcome(
+            status="conflict",
+            record=record_of(obj),
+            sync_version=obj.sync_version,
+            resolution=resolution,
+            conflict_type=conflict_type,
+        )
+    _check_relation_changes(actor, op.table_name, obj, resolution.changes)
+    # After a merge the server's grading fields stand, so a submission does not restamp them.
+    marks = _offline_marks(actor, op) if op.table_name == "attendance" else {}
+    updated = _update_row(spec, obj, {**resolution.changes, **marks}, obj.sync_version)
+    return Outcome(
+        status="conflict",
+        record=record_of(updated),
+        sync_version=updated.sync_version,
+        resolution=resolution,
+        conflict_type=conflict_type,
+    )
+
+
+def _check_relation_changes(actor: Actor, table: str, obj, changes: dict[str, Any]) -> None:
+    """An update that moves a row to another student, group or teacher is checked like an insert."""
+    keys = {k for k in ("student_id", "group_id", "teacher_id") if hasattr(obj, k)}
+    if keys & changes.keys():
+        _check_new_values(actor, table, {**values_of(obj, keys), **changes})
+
+
+def _resolve(actor: Actor, op: IncomingOperation, obj, changes: dict[str, Any]) -> Resolution:
+    return resolve_conflict(
+        table_name=op.table_name,
+        role=actor.role,
+        requested_strategy=op.strategy,
+        client_changes=changes,
+        server_values=values_of(obj, changes.keys()),
+        base_values=op.old_data,
+    )
+
+
+def operation_apply(*, actor: Actor, op: IncomingOperation) -> Outcome:
+    """Apply one operation inside the caller's transaction; raises OperationRefused on a refusal."""
+    spec = TABLES.get(op.table_name)
+    if spec is None:
+        raise OperationRefused("unknown_table", f"Offline writes to {op.table_name!r} are not supported.")
+    changes = clean_changes(spec, actor.role, op.operation_type, op.data if op.operation_type != "DELETE" else {})
+    _check_operation_rules(actor, op)
+    model = spec.model
+
+    if op.operation_type == "INSERT":
+        _check_new_values(actor, op.table_name, changes)
+        existing = None
+        if op.table_name == "attendance":
+            # Another device (or the web app) marked the same student for the same lesson day.
+            existing = (
+                model.objects.select_for_update()
+                .filter(
+                    student_id=changes["student_id"],
+                    group_id=changes["group_id"],
+                    attendance_date=changes.get("attendance_date") or timezone.localdate(),
+                )
+                .first()
+            )
+        if existing is None:
+            obj = _insert_row(spec, actor, op, {**changes, **_offline_marks(actor, op)})
+            return _completed(obj)
+        _check_row_access(actor, op.table_name, existing)
+        resolution = _resolve(actor, op, existing, changes)
+        return _apply_resolution(spec, actor, op, existing, changes, "offline_vs_online", resolution)
+
+    if op.record_id is None:
+        raise OperationRefused("missing_field", "UPDATE and DELETE name the record.", ["recordId"])
+    obj = model.objects.select_for_update().filter(pk=op.record_id).first()
+    if obj is None or (spec.soft_delete and obj.deleted_at is not None):
+        raise OperationRefused("not_found", "No such record.", {"id": str(op.record_id)})
+    _check_row_access(actor, op.table_name, obj)
+    if op.client_sync_version is None and op.offline_data_hash is None:
+        raise OperationRefused(
+            "sync_version_required", "UPDATE and DELETE carry the syncVersion the device last saw.", ["syncVersion"]
+        )
+    stale = _is_stale(op, obj)
+
+    if op.operation_type == "DELETE":
+        if not spec.soft_delete:
+            raise OperationRefused("operation_not_allowed", "Records of this table are not deleted from devices.")
+        delete = {"deleted_at": timezone.now()}
+        if hasattr(obj, "deleted_by_id"):
+            delete["deleted_by_id"] = actor.user_id
+        if stale:
+            resolution = _resolve(actor, op, obj, delete)
+            if resolution.pending or not resolution.changes:
+                return _apply_resolution(spec, actor, op, obj, delete, "concurrent_update", resolution)
+            updated = _update_row(spec, obj, delete, obj.sync_version)
+            return Outcome(
+                status="conflict",
+                record=record_of(updated),
+                sync_version=updated.sync_version,
+                resolution=resolution,
+                conflict_type="concurrent_update",
+            )
+        return _completed(_update_row(spec, obj, delete, obj.sync_version))
+
+    if stale:
+        return _apply_resolution(spec, actor, op, obj, changes, "concurrent_update", _resolve(actor, op, obj, changes))
+    _check_relation_changes(actor, op.table_name, obj, changes)
+    return _completed(_update_row(spec, obj, {**changes, **_offline_marks(actor, op)}, obj.sync_version))
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue row
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+
+
+QUEUE_COLUMNS = (
+    "organization_id",
+    "user_id",
+    "device_id",
+    "operation_id",
+    "operation_type",
+    "table_name",
+    "record_id",
+    "old_data",
+    "new_data",
+    "client_sync_version",
+    "offline_data_hash",
+    "priority",
+    "sync_status",
+    "retry_count",
+    "max_retries",
+    "next_retry_at",
+    "failed_at",
+    "completed_at",
+    "conflict_resolution_strategy",
+    "conflict_detected",
+    "conflict_metadata",
+    "result",
+    "cultural_context",
+    "islamic_calendar_date",
+    "prayer_time_context",
+    "local_timestamp",
+    "timezone",
+    "operation_duration_ms",
+    "bandwidth_used_bytes",
+    "error_message",
+)
+JSON_COLUMNS = {"old_data", "new_data", "conflict_metadata", "result", "cultural_context"}
+INSERT_QUEUE_SQL = (
+    f"INSERT INTO offline_sync_queue ({', '.join(QUEUE_COLUMNS)}) VALUES ("
+    + ", ".join("%s::jsonb" if c in JSON_COLUMNS else "%s" for c in QUEUE_COLUMNS)
+    + ") ON CONFLICT (device_id, operation_id) DO NOTHING RETURNING id"
+)
+
+
+def _queue_values(actor: Actor, device_id: str, op: IncomingOperation, outcome: Outcome, started: float) -> dict:
+    now = timezone.now()
+    result = outcome.as_result(op)
+    metadata = {}
+    if outcome.resolution is not None:
+        metadata = {"conflict_type": outcome.conflict_type, "resolved_at": now.isoformat(), **result["conflict"]}
+    return {
+        "organization_id": actor.tenant.organization_id,
+        "user_id": actor.user_id,
+        "device_id": device_id,
+        "operation_id": op.operation_id,
+        "operation_type": op.operation_type,
+        "table_name": op.table_name,
+        "record_id": result["recordId"],
+        "old_data": op.old_data,
+        "new_data": op.data,
+        "client_sync_version": op.client_sync_version,
+        "offline_data_hash": op.offline_data_hash,
+        "priority": op.priority,
+        "sync_status": outcome.queue_status,
+        "retry_count": 0,
+        "max_retries": settings.SYNC_MAX_RETRIES,
+        "next_retry_at": now + retry_delay(0) if outcome.status == "pending" else None,
+        "failed_at": now if outcome.status == "failed" else None,
+        "completed_at": now if outcome.queue_status == "completed" else None,
+        "conflict_resolution_strategy": op.strategy,
+        "conflict_detected": outcome.resolution is not None,
+        "conflict_metadata": metadata,
+        "result": result,
+        "cultural_context": op.cultural_context,
+        "islamic_calendar_date": op.islamic_calendar_date,
+        "prayer_time_context": op.prayer_time_context,
+        "local_timestamp": op.local_timestamp,
+        "timezone": op.timezone,
+        "operation_duration_ms": int((time.perf_counter() - started) * 1000),
+        "bandwidth_used_bytes": op.size_bytes,
+        "error_message": outcome.error["message"] if outcome.error else None,
+    }
+
+
+def _insert_queue_row(values: dict) -> bool:
+    params = [_json(values[c]) if c in JSON_COLUMNS else values[c] for c in QUEUE_COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_QUEUE_SQL, params)
+        return cursor.fetchone() is not None
+
+
+class _AlreadyStored(Exception):
+    """Another upload of this operation committed first; roll this one back."""
+
+
+def retry_delay(retry_count: int) -> timedelta:
+    return timedelta(seconds=settings.SYNC_RETRY_BASE_SECONDS * (2**retry_count))
+
+
+def _transient(exc: DatabaseError) -> bool:
+    return getattr(getattr(exc, "__cause__", None), "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
+def _set_lock_timeout() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{settings.SYNC_LOCK_TIMEOUT_MS}ms"])
+
+
+def _stored_outcome(tenant: Tenant, device_id: str, operation_id: str) -> dict:
+    with tenant_context(tenant):
+        stored = (
+            OfflineSyncOperation.objects.filter(device_id=device_id, operation_id=operation_id)
+            .values_list("result", flat=True)
+            .first()
+        )
+    if stored is None:
+        # The pair is taken by another user's device: their row is invisible here.
+        return {
+            "id": operation_id,
+            "status": "failed",
+            "error": {"code": "operation_id_taken", "message": "This device and operation id belong to another user."},
+        }
+    return {"id": operation_id, "status": "duplicate", "original": stored}
+
+
+def operation_run(*, actor: Actor, device_id: str, op: IncomingOperation) -> dict:
+    """Apply one new operation and store its outcome, both in one transaction of its own."""
+    started = time.perf_counter()
+    for attempt in range(2):
+        try:
+            with tenant_context(actor.tenant):
+                _set_lock_timeout()
+                outcome = operation_apply(actor=actor, op=op)
+                values = _queue_values(actor, device_id, op, outcome, started)
+                if not _insert_queue_row(values):
+                    raise _AlreadyStored
+            return values["result"]
+        except _AlreadyStored:
+            return _stored_outcome(actor.tenant, device_id, op.operation_id)
+        except OperationRefused as refusal:
+            outcome = Outcome(status="failed", error=refusal.as_error())
+        except IntegrityError as exc:
+            # Two devices inserting the same lesson-day mark at once: the loser sees it on retry.
+            if attempt == 0:
+                continue
+            outcome = Outcome(status="failed", error={"code": "integrity_error", "message": str(exc).split("\n")[0]})
+        except DatabaseError as exc:
+            if not _transient(exc):
+                raise
+            outcome = Outcome(
+                status="pending",
+                error={"code": "transient_error", "message": str(exc).split("\n")[0], "retryable": True},
+            )
+        break
+    values = _queue_values(actor, device_id, op, outcome, started)
+    with tenant_context(actor.tenant):
+        stored = _insert_queue_row(values)
+    return values["result"] if stored else _stored_outcome(actor.tenant, device_id, op.operation_id)
+
+
+def operations_upload(
+    *, tenant: Tenant, device_id: str, operations: list[IncomingOperation | dict], battery_mode: str = "standard"
+) -> dict:
+    """Apply a device's batch: new operations in priority order, stored outcomes for repeats.
+
+    `operations` holds parsed operations, or for an operation refused on its shape, its failed result.
+    Results come back in the order the device sent them.
+    """
+    actor = actor_load(tenant=tenant)
+    parsed = [op for op in operations if isinstance(op, IncomingOperation)]
+    with tenant_context(tenant):
+        stored = dict(
+            OfflineSyncOperation.objects.filter(
+                device_id=device_id, operation_id__in=[op.operation_id for op in parsed]
+            ).values_list("operation_id", "result")
+        )
+    results: list[dict | None] = [None] * len(operations)
+    first_of: dict[str, int] = {}
+    to_apply: list[IncomingOperation] = []
+    for index, op in enumerate(operations):
+        if not isinstance(op, IncomingOperation):
+            results[index] = op
+            continue
+        op.index = index
+        op.priority = effective_priority(
+            table_name=op.table_name,
+            data=op.data,
+            role=actor.role,
+            cultural_context=op.cultural_context,
+            prayer_time_context=op.prayer_time_context,
+            battery_mode=battery_mode,
+        )
+        if op.operation_id in stored:
+            results[index] = {"id": op.operation_id, "status": "duplicate", "original": stored[op.operation_id]}
+        elif op.operation_id in first_of:
+            continue
+        else:
+            first_of[op.operation_id] = index
+            to_apply.append(op)
+    to_apply.sort(key=IncomingOperation.sort_key)
+    for op in to_apply:
+        results[op.index] = operation_run(actor=actor, device_id=device_id, op=op)
+    for index, op in enumerate(operations):
+        if results[index] is None:
+            results[index] = {
+                "id": op.operation_id,
+                "status": "duplicate",
+                "original": results[first_of[op.operation_id]],
+            }
+    summary: dict[str, int] = {}
+    for result in results:
+        summary[result["status"]] = summary.get(result["status"], 0) + 1
+    return {
+        "deviceId": device_id,
+        "results": results,
+        "appliedOrder": [op.operation_id for op in to_apply],
+        "summary": summary,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored operations: retry and manual resolution
+
+
+def _operation_from_row(row: OfflineSyncOperation) -> IncomingOperation:
+    return IncomingOperation(
+        operation_id=row.operation_id,
+        operation_type=row.operation_type,
+        table_name=row.table_name,
+        record_id=row.record_id,
+        data=row.new_data or {},
+        local_timestamp=row.local_timestamp,
+        strategy=row.conflict_resolution_strategy,
+        client_sync_version=row.client_sync_version,
+        offline_data_hash=row.offline_data_hash,
+        old_data=row.old_data,
+        cultural_context=row.cultural_context or {},
+        prayer_time_context=row.prayer_time_context,
+        islamic_calendar_date=row.islamic_calendar_date,
+        timezone=row.timezone,
+        priority=row.priority,
+    )
+
+
+def _finish_row(row: OfflineSyncOperation, op: IncomingOperation, outcome: Outcome, **extra) -> None:
+    now = timezone.now()
+    row.result = outcome.as_result(op)
+    row.sync_status = outcome.queue_status
+    row.error_message = outcome.error["message"] if outcome.error else None
+    row.completed_at = now if row.sync_status == "completed" else None
+    row.failed_at = now if row.sync_status == "failed" else None
+    if outcome.resolution is not None:
+        row.conflict_detected = True
+        row.conflict_metadata = {
+            "conflict_type": outcome.conflict_type,
+            "resolved_at": now.isoformat(),
+            **row.result["conflict"],
+            **extra,
+        }
+    row.save()
+
+
+def due_operations(*, limit: int = 200) -> list[tuple[uuid.UUID, Tenant]]:
+    """Pending operations whose retry time has come, across schools, with the tenant each runs as."""
+    with dangerously_platform_context():
+        rows = (
+            OfflineSyncOperation.objects.filter(sync_status="pending", next_retry_at__lte=timezone.now())
+            .order_by("-priority", "next_retry_at")
+            .values_list("pk", "organization_id", "user_id", "user__role")[:limit]
+        )
+        return [(pk, Tenant(organization_id=org, user_id=user, role=role)) for pk, org, user, role in rows]
+
+
+def operation_retry(*, operation_pk: uuid.UUID, tenant: Tenant) -> str | None:
+    """Retry one pending operation in its owner's tenant context; returns its new status.
+
+    None when another worker holds it or it is no longer due.
+    """
+    actor = actor_load(tenant=tenant)
+    failure: Outcome | None = None
+    try:
+        with tenant_context(tenant):
+            _set_lock_timeout()
+            row = (
+                OfflineSyncOperation.objects.select_for_update(skip_locked=True)
+                .filter(pk=operation_pk, sync_status="pending", next_retry_at__lte=timezone.now())
+                .first()
+            )
+            if row is None:
+                return None
+            op = _operation_from_row(row)
+            outcome = operation_apply(actor=actor, op=op)
+            row.retry_count += 1
+            row.last_retry_at = timezone.now()
+            row.next_retry_at = None
+            _finish_row(row, op, outcome)
+            return row.sync_status
+    except OperationRefused as refusal:
+        failure = Outcome(status="failed", error=refusal.as_error())
+    except DatabaseError as exc:
+        if not _transient(exc):
+            raise
+        failure = Outcome(status="pending", error={"code": "transient_error", "message": str(exc).split("\n")[0]})
+    with tenant_context(tenant):
+        row = OfflineSyncOperation.objects.select_for_update().get(pk=operation_pk)
+        if row.sync_status != "pending":
+            return row.sync_status
+        op = _operation_from_row(row)
+        row.retry_count += 1
+        row.last_retry_at = timezone.now()
+        if failure.status == "pending" and row.retry_count >= row.max_retries:
+            message = f"Gave up after {row.retry_count} tries: {failure.error['message']}"
+            failure = Outcome(status="failed", error={"code": "retries_exhausted", "message": message})
+        row.next_retry_at = row.last_retry_at + retry_delay(row.retry_count) if failure.status == "pending" else None
+        _finish_row(row, op, failure)
+        return row.sync_status
+
+
+@transaction.atomic
+def conflict_resolve(
+    *,
+    user: User,
+    conflict_id: uuid.UUID,
+    resolution: str,
+    teacher_override: bool = False,
+    admin_approval: bool = False,
+    cultural_considerations: dict | None = None,
+) -> dict:
+    """Settle a conflict the device left to the user (`prompt_user`). Runs in the caller's context."""
+    from harry_realtime.api import ApiError
+
+    row = OfflineSyncOperation.objects.select_for_update().filter(pk=conflict_id).first()
+    if row is None:
+        raise ApiError("not_found", "No such conflict.", status_code=404)
+    if row.user_id != user.pk and user.role != Role.ADMIN:
+        raise ApiError("permission_denied", "Only the user themself or an admin resolves a conflict.", status_code=403)
+    if row.sync_status != "conflict":
+        raise ApiError("conflict_not_pending", "This conflict is not pending.", status_code=409)
+    if admin_approval and user.role != Role.ADMIN:
+        raise ApiError("admin_approval_requires_admin", "Only an admin gives admin approval.", status_code=403)
+    if teacher_override and user.role not in AUTHORITY_ROLES:
+        raise ApiError("teacher_override_requires_teacher", "Only teachers and admins override.", status_code=403)
+    tenant = Tenant(organization_id=row.organization_id, user_id=user.pk, role=user.role)
+    actor = actor_load(tenant=tenant)
+    op = _operation_from_row(row)
+    spec = TABLES[op.table_name]
+    try:
+        changes = clean_changes(spec, actor.role, op.operation_type, op.data)
+        obj = spec.model.objects.select_for_update().filter(pk=op.record_id).first()
+        if obj is None:
+            raise OperationRefused("not_found", "The record is gone.", {"id": str(op.record_id)})
+        _check_row_access(actor, op.table_name, obj)
+        chosen = "client_wins" if (teacher_override or admin_approval) else resolution
+        result = resolve_conflict(
+            table_name="manual",
+            role=actor.role,
+            requested_strategy=chosen,
+            client_changes=changes,
+            server_values=values_of(obj, changes.keys()),
+            base_values=op.old_data,
+        )
+        result.rule = f"manual:{chosen}"
+        outcome = _apply_resolution(spec, actor, op, obj, changes, "concurrent_update", result)
+    except OperationRefused as refusal:
+        raise ApiError(refusal.code, refusal.message, status_code=400, details=refusal.details) from refusal
+    _finish_row(
+        row,
+        op,
+        outcome,
+        resolved_by=str(user.pk),
+        teacher_override=teacher_override,
+        admin_approval=admin_approval,
+        cultural_considerations=cultural_considerations or {},
+    )
+    return {
+        "conflictId": str(row.pk),
+        "status": "resolved",
+        "resolution": chosen,
+        "result": row.result,
+        "record": outcome.record,
+        "syncVersion": outcome.sync_version,
+    }
