@@ -37,6 +37,16 @@ EVENT_TYPES = {
 SCOPES = ("individual", "group", "organization")
 # The spec's delivery method `in_app` is the socket; the table's vocabulary calls it websocket.
 DELIVERY_METHODS = {"websocket": "websocket", "in_app": "websocket", "push_notification": "push_notification"}
+# BroadcastEventRequest.eventType -> push_notifications.notification_type
+PUSH_TYPES = {
+    "ranking_update": "ranking_update",
+    "achievement_earned": "achievement_earned",
+    "task_assignment": "task_assigned",
+    "attendance_sync": "attendance_reminder",
+    "teacher_message": "teacher_message",
+}
+# realtime_events.priority -> push_notifications.priority (the two tables use different words)
+PUSH_PRIORITIES = {"low": "low", "medium": "normal", "high": "high", "critical": "urgent"}
 
 
 class BroadcastRefused(Exception):
@@ -135,6 +145,50 @@ def _targets(sender: User, scope: str, target_ids: list[str], event_type: str) -
     return [build(sender, str(t), event_type) for t in dict.fromkeys(target_ids)]
 
 
+def _push_recipient_ids(sender: User, target: Target, *, include_family: bool) -> list[str]:
+    """The users a broadcast's push goes to: its user, a group's students, or the whole school."""
+    if target.user is not None:
+        users = [target.user]
+    elif target.group is not None:
+        student_ids = StudentGroupEnrollment.objects.filter(
+            group_id=target.group.pk, status=StudentGroupEnrollment.Status.ACTIVE
+        ).values_list("student_id", flat=True)
+        users = list(User.objects.filter(student__pk__in=list(student_ids), is_active=True))
+    else:
+        return [
+            str(pk)
+            for pk in User.objects.filter(organization_id=sender.organization_id, is_active=True)
+            .exclude(pk=sender.pk)
+            .values_list("pk", flat=True)
+        ]
+    ids = [str(u.pk) for u in users]
+    if include_family:
+        for student in Student.objects.filter(user_id__in=ids):
+            ids += sorted(selectors.family_user_ids_of_student(student))
+    return list(dict.fromkeys(ids))
+
+
+def _push_for_broadcast(
+    sender: User, event: RealtimeEvent, target: Target, *, event_type: str, payload: dict, cultural: dict
+) -> None:
+    from notifications.services import push_notification_send
+
+    push_notification_send(
+        sender=sender,
+        target_user_ids=_push_recipient_ids(
+            sender, target, include_family=bool(cultural.get("familyNotificationRequired"))
+        ),
+        notification_type=PUSH_TYPES[event_type],
+        title=payload["title"],
+        body=payload["content"],
+        priority=PUSH_PRIORITIES[event.priority],
+        scheduled_for=event.scheduled_for,
+        expires_at=event.expires_at,
+        prayer_time_aware=bool(cultural.get("prayerTimeAware", True)),
+        realtime_event=event,
+    )
+
+
 @transaction.atomic
 def broadcast_event_create(
     *,
@@ -191,6 +245,8 @@ def broadcast_event_create(
         )
         event.refresh_from_db(fields=["seq"])
         events.append(event)
+        if "push_notification" in (methods or []):
+            _push_for_broadcast(sender, event, target, event_type=event_type, payload=payload, cultural=cultural or {})
         if deliver_now:
             for topic in target.topics:
                 message = {

@@ -265,3 +265,52 @@ def test_realtime_v1_broadcast_refusals(schools, token_for, api, settings):
     settings.REALTIME_API_KEY = "server-key"
     wrong_key = api.post("/realtime/v1/api/broadcast", {"messages": []}, format="json", **auth)
     assert wrong_key.status_code == 401 and wrong_key.json()["error"]["code"] == "invalid_apikey"
+
+
+def _pushes_for(event_id) -> list:
+    from notifications.models import PushNotification
+
+    with dangerously_platform_context():
+        return list(PushNotification.objects.filter(realtime_event_id=event_id).order_by("target_user_id"))
+
+
+def test_push_notification_method_creates_pushes_for_the_student_and_family(schools, client_for):
+    a = schools.a
+    body = request_body("individual", [a.student_user.pk])
+    body["delivery"]["methods"] = ["websocket", "push_notification"]
+    body["cultural"]["familyNotificationRequired"] = True
+    response = client_for(a.teacher_user).post("/api/realtime/broadcast", body, format="json")
+    assert response.status_code == 201, response.json()
+    (result,) = response.json()["events"]
+    pushes = _pushes_for(result["id"])
+    assert {p.target_user_id for p in pushes} == {a.student_user.pk, a.parent_user.pk}
+    for push in pushes:
+        assert (push.notification_type, push.priority, push.title_en, push.title_uz, push.body_en) == (
+            "task_assigned",
+            "high",
+            "Homework",
+            "Uy vazifasi",
+            "Read p. 5",
+        )
+        assert push.organization_id == a.org.pk and push.prayer_time_aware
+
+
+def test_push_notification_method_for_a_group_reaches_its_students_only(schools, client_for):
+    a = schools.a
+    body = request_body("group", [a.group.pk], eventType="teacher_message")
+    body["delivery"] = {"priority": "critical", "methods": ["push_notification"]}
+    response = client_for(a.teacher_user).post("/api/realtime/broadcast", body, format="json")
+    assert response.status_code == 201, response.json()
+    pushes = _pushes_for(response.json()["events"][0]["id"])
+    assert [(p.target_user_id, p.notification_type, p.priority) for p in pushes] == [
+        (a.student_user.pk, "teacher_message", "urgent")
+    ]
+
+
+def test_websocket_only_broadcast_creates_no_push(schools, client_for):
+    a = schools.a
+    response = client_for(a.teacher_user).post(
+        "/api/realtime/broadcast", request_body("individual", [a.student_user.pk]), format="json"
+    )
+    assert response.status_code == 201
+    assert _pushes_for(response.json()["events"][0]["id"]) == []
