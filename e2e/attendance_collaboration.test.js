@@ -1,6 +1,6 @@
 // Attendance collaboration end to end: the unmodified realtime-js client and the REST API together.
-// The seeded school has one teacher per group, so the second marker is the school's admin (who may
-// mark any group); both are staff on the group's attendance topic.
+// Two teachers of one group (prepare.py assigns a co-teacher to group A) collaborate on its
+// attendance topic.
 'use strict'
 
 const { test, before, after } = require('node:test')
@@ -69,16 +69,16 @@ async function joinAttendance(user, device, vsn) {
 for (const vsn of ['1.0.0', '2.0.0']) {
   test(`vsn ${vsn}: presence shows both markers with their activity; marking is announced and guarded`, async () => {
     const school = h.schools.a
-    const { teacher, admin } = h.users.a
+    const { teacher, co_teacher: coTeacher } = h.users.a
     const first = await joinAttendance(teacher, `teacher-phone-${vsn}`, vsn)
-    const second = await joinAttendance(admin, `admin-tablet-${vsn}`, vsn)
+    const second = await joinAttendance(coTeacher, `co-teacher-tablet-${vsn}`, vsn)
 
     assert.equal(await first.channel.track({ activity: 'marking_attendance', groupId: school.group, status: 'in_class' }), 'ok')
     assert.equal(await second.channel.track({ activity: 'reviewing_attendance', groupId: school.group }), 'ok')
     await waitFor(() => Object.keys(second.channel.presenceState()).length === 2, { what: 'both in presence' })
     await waitFor(() => Object.keys(first.channel.presenceState()).length === 2, { what: 'both in presence' })
     assert.equal(second.channel.presenceState()[teacher.id][0].activity, 'marking_attendance')
-    assert.equal(first.channel.presenceState()[admin.id][0].activity, 'reviewing_attendance')
+    assert.equal(first.channel.presenceState()[coTeacher.id][0].activity, 'reviewing_attendance')
 
     // The socket presence is mirrored into realtime_presence for the REST view.
     const listed = await eventually(
@@ -89,9 +89,9 @@ for (const vsn of ['1.0.0', '2.0.0']) {
     const byUser = Object.fromEntries(listed.body.presence.map((p) => [p.userId, p]))
     assert.equal(byUser[teacher.id].activity, 'marking_attendance')
     assert.equal(byUser[teacher.id].status, 'in_class')
-    assert.equal(byUser[admin.id].activity, 'reviewing_attendance')
+    assert.equal(byUser[coTeacher.id].activity, 'reviewing_attendance')
 
-    // The teacher starts marking: the admin sees marking_in_progress.
+    // The teacher starts marking: the co-teacher sees marking_in_progress.
     const started = await api(teacher, 'POST', 'attendance/marking', { groupId: school.group })
     assert.equal(started.status, 200, JSON.stringify(started.body))
     await waitFor(() => second.events.some((m) => m.event === 'marking_in_progress'), { what: 'marking_in_progress' })
@@ -100,7 +100,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
     assert.deepEqual(progress.payload.studentIds, [school.student])
 
     // Marking the same student meanwhile is a conflict, not a silent overwrite.
-    const clash = await api(admin, 'POST', 'attendance/mark', {
+    const clash = await api(coTeacher, 'POST', 'attendance/mark', {
       groupId: school.group,
       studentId: school.student,
       status: 'absent',
@@ -126,11 +126,11 @@ for (const vsn of ['1.0.0', '2.0.0']) {
     await first.client.disconnect()
     await waitFor(() => !second.channel.presenceState()[teacher.id], { what: 'teacher left presence' })
     const after = await eventually(
-      () => api(admin, 'GET', `presence?group=${school.group}`),
+      () => api(coTeacher, 'GET', `presence?group=${school.group}`),
       (r) => r.status === 200 && r.body.presence.length === 1,
       'teacher offline in REST presence',
     )
-    assert.equal(after.body.presence[0].userId, admin.id)
+    assert.equal(after.body.presence[0].userId, coTeacher.id)
     await second.client.removeAllChannels()
   })
 }

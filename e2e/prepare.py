@@ -34,12 +34,20 @@ def create(name: str) -> dict:
     from django.db import connections
 
     from harry_realtime.tenancy import dangerously_platform_context
-    from school.tests.factories import build_school
+    from school.models import TeacherGroupAssignment
+    from school.tests.factories import TeacherFactory, UserFactory, build_school
 
     connections["owner"].creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     connections["default"].settings_dict["NAME"] = name
     with dangerously_platform_context():
         schools = {"a": build_school("Alpha", "alpha"), "b": build_school("Bravo", "bravo")}
+        for key, school in schools.items():
+            # A second teacher of group A: attendance collaboration is between two teachers.
+            school.co_teacher_user = UserFactory(
+                organization=school.org, role="teacher", username=f"co-teacher@{key}.test"
+            )
+            co_teacher = TeacherFactory(organization=school.org, user=school.co_teacher_user)
+            TeacherGroupAssignment.objects.create(organization=school.org, teacher=co_teacher, group=school.group)
     out = {
         "db": name,
         "env": {
@@ -50,7 +58,7 @@ def create(name: str) -> dict:
     }
     for key, school in schools.items():
         users = {}
-        for label in ("admin", "teacher", "outsider", "student", "other_student", "parent"):
+        for label in ("admin", "teacher", "co_teacher", "outsider", "student", "other_student", "parent"):
             user = getattr(school, f"{label}_user")
             users[label] = {"id": str(user.pk), "role": user.role, "organization_id": str(user.organization_id)}
         out["schools"][key] = {
