@@ -142,6 +142,8 @@ JWT_REFRESH_TTL_SECONDS = env_int("JWT_REFRESH_TTL_SECONDS", 30 * 24 * 3600)
 JWT_ISSUER = env("JWT_ISSUER", "harry-realtime")
 # When set, the websocket `apikey` must equal it; when empty, the apikey may carry the user's JWT.
 REALTIME_API_KEY = env("REALTIME_API_KEY", "")
+# Bearer token for GET /metrics; empty means loopback clients only.
+METRICS_TOKEN = env("METRICS_TOKEN", "")
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("uz", "O'zbek"), ("ru", "Русский"), ("ar", "العربية")]
