@@ -30,6 +30,25 @@ def django_db_setup(django_db_blocker):
         owner.creation.destroy_test_db(original_name, verbosity=0)
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A new channel layer per test: channels_redis binds its receive locks to the event loop that
+    first used them, and each test runs in its own loop; a receive cancelled at a test's end can
+    leave such a lock held for the next test (a production process has one loop)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_prayer_hold(settings):
+    """Socket deliveries would otherwise depend on the hour the suite runs at; the tests of the
+    prayer hold turn it back on and give the moment explicitly."""
+    settings.REALTIME_PRAYER_HOLD = False
+
+
 def tenant_of(user) -> Tenant:
     return Tenant(organization_id=user.organization_id, user_id=user.pk, role=user.role)
 

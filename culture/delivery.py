@@ -42,11 +42,20 @@ LIVE_KINDS = frozenset(
 )
 
 
-def decide(*, priority: str, kind: str, status: PrayerStatus) -> tuple[bool, datetime | None]:
-    """The policy for a prayer status already known (batch callers compute it once)."""
+def may_be_held(*, priority: str, kind: str) -> bool:
+    """Rules 1 and 2: whether the prayer window matters at all (no astronomy needed to say no)."""
     if priority not in PRIORITIES:
         raise ValueError(f"unknown priority {priority!r}")
-    if priority == CRITICAL or kind in LIVE_KINDS:
+    return priority != CRITICAL and kind not in LIVE_KINDS
+
+
+def organization_prayer_status(organization: Organization, at: datetime) -> PrayerStatus:
+    return prayer_status(at, location_of(organization), method_for(organization))
+
+
+def decide(*, priority: str, kind: str, status: PrayerStatus) -> tuple[bool, datetime | None]:
+    """The policy for a prayer status already known (batch callers compute it once)."""
+    if not may_be_held(priority=priority, kind=kind):
         return True, None
     if status.status == IN_PRAYER:
         return False, status.window_ends_at
@@ -56,5 +65,6 @@ def decide(*, priority: str, kind: str, status: PrayerStatus) -> tuple[bool, dat
 def delivery_decision(
     *, organization: Organization, priority: str, kind: str, at: datetime
 ) -> tuple[bool, datetime | None]:
-    status = prayer_status(at, location_of(organization), method_for(organization))
-    return decide(priority=priority, kind=kind, status=status)
+    if not may_be_held(priority=priority, kind=kind):
+        return True, None
+    return decide(priority=priority, kind=kind, status=organization_prayer_status(organization, at))

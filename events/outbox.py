@@ -13,9 +13,11 @@ Message contract with the socket consumer (events/consumers.py):
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, F, Q, TextField, Value, When
 from django.utils import timezone
@@ -168,6 +170,49 @@ def events_mark_delivered(*, user_id: Any, seqs: list[int]) -> int:
         .filter(Q(target_user_id=user_id) | Q(target_user_id__isnull=True))
         .update(delivery_status="delivered")
     )
+
+
+def prayer_release_at(
+    *, organization: Any, priority: str, kind: str, cultural: dict | None, at: datetime
+) -> datetime | None:
+    """When the culture policy holds a delivery for the school's prayer window, the window's end.
+
+    `cultural.prayerTimeAware: false` (the broadcast API's flag) opts an event out.
+    REALTIME_PRAYER_HOLD=false turns holding off for sockets (pushes have their own flag).
+    """
+    from culture.delivery import delivery_decision
+
+    if not settings.REALTIME_PRAYER_HOLD or not (cultural or {}).get("prayerTimeAware", True):
+        return None
+    deliver_now, release_at = delivery_decision(organization=organization, priority=priority, kind=kind, at=at)
+    return None if deliver_now else release_at
+
+
+def events_hold_for_prayer(events: list[RealtimeEvent], *, at: datetime) -> set[int]:
+    """Platform context, the listener's: events the policy holds are re-scheduled for the end of
+    their school's prayer window, when the listener sends them in seq order; returns their seqs.
+
+    One prayer status per school per batch; critical events and live data changes never wait.
+    """
+    from culture.delivery import may_be_held
+
+    if not settings.REALTIME_PRAYER_HOLD:
+        return set()
+    releases: dict[Any, datetime | None] = {}
+    held: dict[datetime, list[int]] = defaultdict(list)
+    for event in events:
+        if not may_be_held(priority=event.priority, kind=event.event_type):
+            continue
+        org = event.organization_id
+        if org not in releases:
+            releases[org] = prayer_release_at(
+                organization=event.organization, priority=event.priority, kind=event.event_type, cultural={}, at=at
+            )
+        if releases[org] is not None and (event.cultural_context or {}).get("prayerTimeAware", True):
+            held[releases[org]].append(event.seq)
+    for release_at, seqs in held.items():
+        RealtimeEvent.objects.filter(seq__in=seqs).update(scheduled_for=release_at)
+    return {seq for seqs in held.values() for seq in seqs}
 
 
 def events_expire() -> int:

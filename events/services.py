@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from events import outbox
 from events.limits import max_payload_bytes
 from events.models import RealtimeEvent
 from events.protocol import payload_size
@@ -202,12 +203,14 @@ def broadcast_event_create(
     scheduled_for: datetime | None = None,
     expires_at: datetime | None = None,
     cultural: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> list[RealtimeEvent]:
     """Store one realtime_events row per target (a BroadcastEventRequest), then fan out on commit.
 
     Runs in the sender's tenant context; teachers reach the students and groups they teach,
-    admins anyone in their organization. A future `scheduled_for` is stored for the listener
-    to deliver when it falls due.
+    admins anyone in their organization. A future `scheduled_for`, or the end of the school's
+    prayer window for a non-critical event sent during it, is stored for the listener to deliver
+    when it falls due.
     """
     if sender.role not in (Role.TEACHER, Role.ADMIN):
         raise BroadcastRefused("forbidden_role", "Only teachers and admins broadcast events.", status=403)
@@ -215,13 +218,18 @@ def broadcast_event_create(
         raise BroadcastRefused("unknown_event_type", f"Unknown eventType {event_type!r}.")
     if target_scope not in SCOPES:
         raise BroadcastRefused("unknown_scope", f"Unknown targetScope {target_scope!r}.")
-    now = timezone.now()
+    now = now or timezone.now()
     if expires_at is not None and expires_at <= now:
         raise BroadcastRefused("already_expired", "expiresAt is in the past.")
     if payload_size(payload) > max_payload_bytes():
         raise BroadcastRefused("payload_size_exceeded", f"The payload exceeds {max_payload_bytes()} bytes.")
     stored_type, category = EVENT_TYPES[event_type]
-    deliver_now = scheduled_for is None or scheduled_for <= now
+    if scheduled_for is None or scheduled_for <= now:
+        # Sent now unless the school is at prayer; then the listener sends it when the window ends.
+        scheduled_for = outbox.prayer_release_at(
+            organization=sender.organization, priority=priority, kind=stored_type, cultural=cultural, at=now
+        )
+    deliver_now = scheduled_for is None
     events: list[RealtimeEvent] = []
     for target in _targets(sender, target_scope, target_ids, event_type):
         event = RealtimeEvent.objects.create(
