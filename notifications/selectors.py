@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
+from notifications.models import DeviceToken
+from school.models import User
+
+
+def device_tokens_of(*, user: User) -> QuerySet[DeviceToken]:
+    """The user's own active devices (admins' RLS view is wider; this list is personal)."""
+    return DeviceToken.objects.filter(user_id=user.pk, is_active=True).order_by("-last_registered_at")
+
 
 def push_delivery_stats(notifications: QuerySet) -> dict:
     """Delivery rate: reached a device (sent/delivered) among pushes whose outcome is known.

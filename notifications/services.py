@@ -2,8 +2,9 @@
 
 Entry points for other apps
 ---------------------------
-- `push_notification_create_for_event(*, event, offline_user_ids=None)` — the realtime pipeline
-  (listener) calls it for every *individual* event it fans out, passing the users it addressed
+- `push_notification_create_for_event(*, event, offline_user_ids=None)` — the pipeline's beat job
+  `events.hand_undelivered_to_push` (`events.outbox.events_hand_to_push`) calls it for every
+  *individual* event once its grace period after fan-out has passed, passing the users it addressed
   who had no live socket (default: the event's `target_user_id`; pass `[]` when everyone was
   online). It creates one push per offline recipient and, independently of sockets, the family
   notices the event requires (achievements of students under 16, rankings of students aged

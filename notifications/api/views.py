@@ -3,7 +3,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView, created
-from notifications import services
+from notifications import selectors, services
 
 from .serializers import (
     ActionSerializer,
@@ -16,6 +16,10 @@ from .serializers import (
 
 
 class DeviceListView(TenantAPIView):
+    @extend_schema(responses={200: DeviceSerializer(many=True)})
+    def get(self, request):
+        return Response({"devices": DeviceSerializer(selectors.device_tokens_of(user=request.user), many=True).data})
+
     @extend_schema(request=DeviceRegisterSerializer, responses={201: DeviceSerializer, 200: DeviceSerializer})
     def post(self, request):
         body = DeviceRegisterSerializer(data=request.data)

@@ -92,6 +92,19 @@ def test_delete_device_owner_and_admin_only(schools, client_for, make_device):
     assert reload(other_school).is_active is True
 
 
+def test_list_devices_shows_only_the_callers_active_devices(schools, client_for, make_device):
+    mine = make_device(schools.a.student_user, "list-1")
+    gone = make_device(schools.a.student_user, "list-2")
+    make_device(schools.a.parent_user, "list-3")
+    make_device(schools.b.student_user, "list-4")
+    assert client_for(schools.a.student_user).delete(f"{DEVICES}/{gone.pk}").status_code == 204
+
+    listed = client_for(schools.a.student_user).get(DEVICES)
+    assert listed.status_code == 200
+    assert [d["id"] for d in listed.json()["devices"]] == [str(mine.pk)]
+    assert client_for(schools.a.admin_user).get(DEVICES).json() == {"devices": []}
+
+
 def test_unauthenticated_requests_are_refused(api):
     assert api.post(DEVICES, {"platform": "android", "token": "t"}).status_code == 401
 
