@@ -4,6 +4,7 @@
 //   const { createHarness } = require('./harness')
 //   const h = await createHarness()                 // once per test file (creates the database)
 //   const server = await h.startServer()            // { port, httpURL, endpoint, stop(), kill() }
+//   await h.startListener()                          // manage.py realtime_listen (postgres_changes, outbox)
 //   const client = await h.client(server, h.users.a.teacher, { vsn: '2.0.0' })
 //   ...; await h.close()                             // disconnects clients, stops servers, drops the DB
 //
@@ -105,9 +106,22 @@ async function createHarness({ env = {} } = {}) {
   const signingKey = crypto.randomBytes(32).toString('hex')
   const prefix = `e2e${crypto.randomBytes(4).toString('hex')}`
   const servers = []
+  const listeners = []
   const clients = []
   const schools = prepared.schools
   const users = { a: schools.a.users, b: schools.b.users }
+
+  const processEnv = (extra = {}) => ({
+    ...process.env,
+    ...prepared.env,
+    JWT_SIGNING_KEY: signingKey,
+    CHANNEL_LAYER_PREFIX: prefix,
+    REALTIME_API_KEY: '',
+    DJANGO_SETTINGS_MODULE: 'harry_realtime.settings',
+    PYTHONUNBUFFERED: '1',
+    ...env,
+    ...extra,
+  })
 
   const harness = {
     schools,
@@ -115,20 +129,46 @@ async function createHarness({ env = {} } = {}) {
     signingKey,
     token: (user, options) => signToken(signingKey, user, options),
 
+    // Start the outbox listener (`manage.py realtime_listen`) on this harness's database and
+    // channel-layer prefix; resolves once it is the active (leader) listener and has fanned out the
+    // seed's events, so a test's subscribers see only the changes the test makes. Stopped by close().
+    async startListener({ pollInterval = 1, env: extra = {} } = {}) {
+      const args = ['manage.py', 'realtime_listen', '--poll-interval', String(pollInterval)]
+      const child = spawn(PYTHON, args, { cwd: ROOT, env: processEnv({ LOG_LEVEL: 'INFO', ...extra }), stdio: ['ignore', 'pipe', 'pipe'] })
+      let output = ''
+      await new Promise((resolve, reject) => {
+        const onData = (chunk) => {
+          output += chunk
+          if (output.includes('listener active')) resolve()
+        }
+        child.stdout.on('data', onData)
+        child.stderr.on('data', onData)
+        child.once('exit', (code) => reject(new Error(`realtime_listen exited (${code}) before it was active:\n${output}`)))
+        setTimeout(() => reject(new Error(`realtime_listen did not become active:\n${output}`)), 30000)
+      })
+      if (process.env.E2E_SERVER_LOGS) {
+        child.stderr.on('data', (chunk) => process.stderr.write(chunk))
+      }
+      const started = new Server(child, null, 'listener')
+      listeners.push(started)
+      harness.python('outbox_drained.py', ['30'])
+      return started
+    },
+
+    // Run a Python script of this folder against the harness's database; returns its stdout.
+    python(script, args = []) {
+      return execFileSync(PYTHON, [path.join(__dirname, script), ...args], {
+        cwd: ROOT,
+        env: processEnv(),
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+    },
+
     // Start the real ASGI server (daphne by default) on a free port, sharing this harness's
     // database and Redis channel-layer prefix with every other server it starts.
     async startServer({ server = 'daphne', env: extra = {} } = {}) {
-      const childEnv = {
-        ...process.env,
-        ...prepared.env,
-        JWT_SIGNING_KEY: signingKey,
-        CHANNEL_LAYER_PREFIX: prefix,
-        REALTIME_API_KEY: '',
-        DJANGO_SETTINGS_MODULE: 'harry_realtime.settings',
-        PYTHONUNBUFFERED: '1',
-        ...env,
-        ...extra,
-      }
+      const childEnv = processEnv(extra)
       const args =
         server === 'uvicorn'
           ? ['-m', 'uvicorn', '--host', '127.0.0.1', '--port', '0', '--log-level', 'info', 'harry_realtime.asgi:application']
@@ -191,6 +231,7 @@ async function createHarness({ env = {} } = {}) {
         }
       }
       for (const server of servers) await server.stop()
+      for (const listener of listeners) await listener.stop()
       execFileSync(PYTHON, [path.join(__dirname, 'prepare.py'), 'drop', dbName], { cwd: ROOT, stdio: 'inherit' })
     },
   }

@@ -17,6 +17,10 @@ Mixed into `RealtimeSocket` (events/consumers.py):
   `{"status": "ok", "response": {"delivered": <count>}}`. realtime-js sends it with
   `channel._push('delivery_ack', {ids})` (or any Phoenix client with a custom event).
 - Reaching the socket of an event's target user marks it `sent` (batched, off the delivery path).
+- `dispatch`: the fan-out messages (`realtime.postgres_change`, `realtime.broadcast`) skip
+  Channels' per-message `aclose_old_connections()`, a thread-pool round trip for every message
+  to every socket; their handlers touch no database connection (the `sent` marking goes
+  through `database_sync_to_async`, which closes old connections itself).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ log = logging.getLogger(__name__)
 
 MAX_ACK_IDS = 500
 SENT_FLUSH_SECONDS = 0.2
+# Channel-layer message types whose handlers never use a database connection on the loop.
+DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast"})
 
 
 def _replay_config(config: dict) -> dict | None:
@@ -83,6 +89,13 @@ def _mark(claims: Any, seqs: list[int], *, delivered: bool, user_id: Any = None)
 
 class PipelineDeliveryMixin:
     """Needs the consumer's `channels_joined`, `_send`, `_reply` and `mirror`."""
+
+    async def dispatch(self, message: dict) -> None:
+        if message.get("type") in DB_FREE_MESSAGES:
+            handler = getattr(self, message["type"].replace(".", "_"))
+            await handler(message)
+            return
+        await super().dispatch(message)
 
     def _pipeline_state(self) -> dict:
         if not hasattr(self, "_pipeline"):
