@@ -1,27 +1,67 @@
 """Applying offline operations exactly once: upload, retry and manual conflict resolution.
 
-Each operation runs in its own `tenant_context` transaction. The queue row is written in the
-same transaction as the change it describes, with `ON CONFLICT (device_id, operation_id) DO
-NOTHING`: when a concurrent upload of the same operation committed first, the insert finds its
-row, this transaction rolls back (taking the change with it) and the stored outcome is returned.
+How an upload is applied (`operations_upload`):
+
+1. One transaction per chunk of `OPERATIONS_PER_TRANSACTION` operations (priority order), in the
+   user's `tenant_context`. The first also reads the writer's role and relations once.
+2. Claim: one `INSERT ... ON CONFLICT (device_id, operation_id) DO NOTHING RETURNING` writes the
+   chunk's queue rows as `processing`. Only claimed operations are applied. An operation already
+   stored, or claimed by a concurrent upload (the INSERT waits for that transaction; ids go in a
+   fixed order, so two uploads cannot deadlock), gets its stored outcome as a `duplicate`.
+3. Each claimed operation runs under its own SAVEPOINT: a refusal, conflict or database error
+   (constraint, lock timeout) rolls back that operation only; the others of the chunk stand. The
+   savepoint statements ride along with the operation's first query (`OperationSavepoints`), and
+   what the chunk's INSERTs need to know (free record ids, free lesson days) is read in bulk
+   first (`Known`), so a plain INSERT costs one round trip instead of about nine plus a commit.
+4. One UPDATE stores every operation's outcome row, then the chunk commits: each change commits
+   together with its outcome row, never one without the other, so exactly-once holds.
+
+Why savepoints and not one transaction per operation (the issue's wording): the isolation of
+failures is the same, since a failed operation's savepoint undoes exactly its own writes and its
+outcome row still records the failure, while commits (and their WAL flushes) drop from one per
+operation to one per chunk. What changes is durability timing: an operation's change is durable
+when its chunk commits, not when it finishes. If the server crashes or loses the connection
+mid-chunk, the whole chunk rolls back, changes and outcome rows alike, and the device (which got
+no response) uploads it again: nothing is lost or applied twice. An unexpected exception in one
+operation (a bug) keeps the operations before it: their outcomes are stored and committed, the
+claims of the rest are dropped, and the error propagates (HTTP 500), as when each operation
+committed on its own. Chunks stay below 64 operations because every savepoint that writes takes
+a subtransaction id and PostgreSQL caches only 64 per backend before all sessions' snapshots
+overflow to pg_subtrans; a chunk also bounds how long an upload holds its row locks.
+
+Retries (`operation_retry`) and manual resolution (`conflict_resolve`) work on one stored row in
+one transaction each.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
-from school.models import Group, Organization, Role, Student, StudentGroupEnrollment, Teacher, User
+from school.models import (
+    Attendance,
+    Group,
+    Organization,
+    Role,
+    Student,
+    StudentGroupEnrollment,
+    Teacher,
+    User,
+)
 from school.selectors import active_group_ids_of_teacher
 
 from .models import OfflineSyncOperation
@@ -40,6 +80,11 @@ from .tables import (
 # SQLSTATEs worth retrying later: lock timeout, serialization failure, deadlock, statement timeout.
 TRANSIENT_SQLSTATES = {"55P03", "40001", "40P01", "57014"}
 ATTENDANCE_MAX_OFFLINE = timedelta(hours=24)
+# Operations applied per transaction, each under its own savepoint. Each savepoint that writes
+# takes a subtransaction id; PostgreSQL caches 64 per backend, beyond which every session's
+# snapshots overflow to pg_subtrans (a known slowdown), so stay below it. It also bounds how long
+# one upload holds its row locks.
+OPERATIONS_PER_TRANSACTION = 50
 
 
 @dataclass
@@ -84,7 +129,11 @@ class Actor:
     own_student_id: uuid.UUID | None = None
     cultural_compliance_required: bool = False
 
-    @property
+    # Students, groups and teachers this batch already found (they are never hard-deleted while
+    # rows point at them: foreign keys guard that), so a batch asks about each once.
+    known_existing: set[tuple[str, Any]] = field(default_factory=set)
+
+    @functools.cached_property
     def taught_student_ids(self) -> set[str]:
         return {s for s, _ in self.enrolled_pairs}
 
@@ -92,27 +141,32 @@ class Actor:
 def actor_load(*, tenant: Tenant) -> Actor:
     """Read the writer's role and relations under their own tenant context."""
     with tenant_context(tenant):
-        user = User.objects.only("id", "role").get(pk=tenant.user_id)
-        org = Organization.objects.only("settings").get(pk=tenant.organization_id)
-        actor = Actor(
-            tenant=tenant,
-            role=user.role,
-            user_id=user.pk,
-            cultural_compliance_required=bool((org.settings or {}).get("cultural_compliance_required")),
-        )
-        if user.role == Role.TEACHER:
-            teacher = Teacher.objects.filter(user_id=user.pk, is_active=True, deleted_at__isnull=True).first()
-            if teacher is not None:
-                actor.teacher_id = teacher.pk
-                actor.teacher_group_ids = active_group_ids_of_teacher(teacher.pk)
-                actor.enrolled_pairs = {
-                    (str(s), str(g))
-                    for s, g in StudentGroupEnrollment.objects.filter(
-                        group_id__in=actor.teacher_group_ids, status=StudentGroupEnrollment.Status.ACTIVE
-                    ).values_list("student_id", "group_id")
-                }
-        elif user.role == Role.STUDENT:
-            actor.own_student_id = Student.objects.filter(user_id=user.pk).values_list("pk", flat=True).first()
+        return _actor_read(tenant)
+
+
+def _actor_read(tenant: Tenant) -> Actor:
+    """`actor_load` inside a transaction that already runs in the tenant's context."""
+    user = User.objects.only("id", "role").get(pk=tenant.user_id)
+    org = Organization.objects.only("settings").get(pk=tenant.organization_id)
+    actor = Actor(
+        tenant=tenant,
+        role=user.role,
+        user_id=user.pk,
+        cultural_compliance_required=bool((org.settings or {}).get("cultural_compliance_required")),
+    )
+    if user.role == Role.TEACHER:
+        teacher = Teacher.objects.filter(user_id=user.pk, is_active=True, deleted_at__isnull=True).first()
+        if teacher is not None:
+            actor.teacher_id = teacher.pk
+            actor.teacher_group_ids = active_group_ids_of_teacher(teacher.pk)
+            actor.enrolled_pairs = {
+                (str(s), str(g))
+                for s, g in StudentGroupEnrollment.objects.filter(
+                    group_id__in=actor.teacher_group_ids, status=StudentGroupEnrollment.Status.ACTIVE
+                ).values_list("student_id", "group_id")
+            }
+    elif user.role == Role.STUDENT:
+        actor.own_student_id = Student.objects.filter(user_id=user.pk).values_list("pk", flat=True).first()
     return actor
 
 
@@ -120,30 +174,38 @@ def actor_load(*, tenant: Tenant) -> Actor:
 # Authorization of the records an operation names or touches
 
 
-def _require_exists(model, pk, label: str) -> None:
+def _require_exists(actor: Actor, model, pk, label: str) -> None:
+    key = (label, pk)
+    if key in actor.known_existing:
+        return
     if not model.objects.filter(pk=pk).exists():
         raise OperationRefused("not_found", f"No {label} with this id.", {"id": str(pk)})
+    actor.known_existing.add(key)
 
 
 def _check_student_group(actor: Actor, student_id, group_id) -> None:
     """The student must exist, be enrolled in the group, and a teacher must teach that group."""
     if actor.role == Role.TEACHER and (str(student_id), str(group_id)) in actor.enrolled_pairs:
         return
-    _require_exists(Student, student_id, "student")
-    _require_exists(Group, group_id, "group")
+    _require_exists(actor, Student, student_id, "student")
+    _require_exists(actor, Group, group_id, "group")
     if actor.role == Role.TEACHER and str(group_id) not in actor.teacher_group_ids:
         raise OperationRefused("permission_denied", "You do not teach this group.")
+    key = ("enrollment", (student_id, group_id))
+    if key in actor.known_existing:
+        return
     enrolled = StudentGroupEnrollment.objects.filter(
         student_id=student_id, group_id=group_id, status=StudentGroupEnrollment.Status.ACTIVE
     ).exists()
     if not enrolled:
         raise OperationRefused("student_not_in_group", "The student is not enrolled in this group.")
+    actor.known_existing.add(key)
 
 
 def _check_student(actor: Actor, student_id) -> None:
     if actor.role == Role.TEACHER and str(student_id) in actor.taught_student_ids:
         return
-    _require_exists(Student, student_id, "student")
+    _require_exists(actor, Student, student_id, "student")
     if actor.role == Role.TEACHER:
         raise OperationRefused("permission_denied", "You do not teach this student.")
 
@@ -158,7 +220,7 @@ def _check_new_values(actor: Actor, table: str, merged: dict[str, Any]) -> None:
     else:
         _check_student(actor, student_id)
     if actor.role == Role.ADMIN and "teacher_id" in merged and merged["teacher_id"] is not None:
-        _require_exists(Teacher, merged["teacher_id"], "teacher")
+        _require_exists(actor, Teacher, merged["teacher_id"], "teacher")
 
 
 def _check_row_access(actor: Actor, table: str, obj) -> None:
@@ -215,7 +277,62 @@ def _update_row(spec: TableSpec, obj, values: dict[str, Any], expected_version: 
     return model.from_db(connection.alias, [f.attname for f in fields], values)
 
 
-def _insert_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any]):
+@dataclass
+class Known:
+    """What a batch read up front about the rows its INSERTs create, so each need not ask again.
+
+    Only absence is remembered. It can go stale in one direction only: another transaction
+    commits the row after the read. The INSERT then violates the primary key or the lesson-day
+    unique constraint, the operation's savepoint rolls back, and it runs again without `Known`.
+    """
+
+    absent_ids: set[uuid.UUID] = field(default_factory=set)
+    # (student_id, group_id, attendance_date) of lesson days without an attendance mark.
+    absent_marks: set[tuple[uuid.UUID, uuid.UUID, Any]] = field(default_factory=set)
+
+    def written(self, op: IncomingOperation, record: dict[str, Any]) -> None:
+        """After an operation's savepoint is released: the row it wrote exists now."""
+        self.absent_ids.discard(op.record_id)
+        if op.table_name == "attendance" and (key := _mark_key(record)) is not None:
+            self.absent_marks.discard(key)
+
+
+def _mark_key(data: dict[str, Any]) -> tuple[uuid.UUID, uuid.UUID, Any] | None:
+    try:
+        day = data.get("attendance_date")
+        day = timezone.localdate() if day is None else date.fromisoformat(day) if isinstance(day, str) else day
+        return (uuid.UUID(str(data["student_id"])), uuid.UUID(str(data["group_id"])), day)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def known_read(ops: list[IncomingOperation]) -> Known:
+    """Two queries per table for a batch's INSERTs: which record ids and lesson days are free."""
+    known = Known()
+    ids: dict[str, set[uuid.UUID]] = {}
+    marks: set[tuple[uuid.UUID, uuid.UUID, Any]] = set()
+    for op in ops:
+        if op.operation_type != "INSERT" or op.table_name not in TABLES:
+            continue
+        if op.record_id is not None:
+            ids.setdefault(op.table_name, set()).add(op.record_id)
+        if op.table_name == "attendance" and (key := _mark_key(op.data)) is not None:
+            marks.add(key)
+    for table, wanted in ids.items():
+        taken = set(TABLES[table].model.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+        known.absent_ids |= wanted - taken
+    if marks:
+        students, groups, days = (set(column) for column in zip(*marks, strict=True))
+        taken = set(
+            Attendance.objects.filter(
+                student_id__in=students, group_id__in=groups, attendance_date__in=days
+            ).values_list("student_id", "group_id", "attendance_date")
+        )
+        known.absent_marks = marks - taken
+    return known
+
+
+def _insert_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any], known: Known | None):
     model = spec.model
     values = dict(changes)
     values["organization_id"] = actor.tenant.organization_id
@@ -231,7 +348,11 @@ def _insert_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: d
         values["author_id"] = actor.user_id
     if op.table_name == "attendance" and values.get("teacher_id") is None:
         raise OperationRefused("missing_field", "An admin marking attendance names the teacher.", ["teacher_id"])
-    if op.record_id is not None and model.objects.filter(pk=op.record_id).exists():
+    if (
+        op.record_id is not None
+        and (known is None or op.record_id not in known.absent_ids)
+        and model.objects.filter(pk=op.record_id).exists()
+    ):
         raise OperationRefused("already_exists", "A record with this id already exists.")
     obj = model(**values)
     obj.save(force_insert=True)
@@ -361,7 +482,7 @@ def _resolve(actor: Actor, op: IncomingOperation, obj, changes: dict[str, Any]) 
     )
 
 
-def operation_apply(*, actor: Actor, op: IncomingOperation) -> Outcome:
+def operation_apply(*, actor: Actor, op: IncomingOperation, known: Known | None = None) -> Outcome:
     """Apply one operation inside the caller's transaction; raises OperationRefused on a refusal."""
     spec = TABLES.get(op.table_name)
     if spec is None:
@@ -374,18 +495,16 @@ def operation_apply(*, actor: Actor, op: IncomingOperation) -> Outcome:
         _check_new_values(actor, op.table_name, changes)
         existing = None
         if op.table_name == "attendance":
-            # Another device (or the web app) marked the same student for the same lesson day.
-            existing = (
-                model.objects.select_for_update()
-                .filter(
-                    student_id=changes["student_id"],
-                    group_id=changes["group_id"],
-                    attendance_date=changes.get("attendance_date") or timezone.localdate(),
+            day = changes.get("attendance_date") or timezone.localdate()
+            if known is None or (changes["student_id"], changes["group_id"], day) not in known.absent_marks:
+                # Another device (or the web app) marked the same student for the same lesson day.
+                existing = (
+                    model.objects.select_for_update()
+                    .filter(student_id=changes["student_id"], group_id=changes["group_id"], attendance_date=day)
+                    .first()
                 )
-                .first()
-            )
         if existing is None:
-            obj = _insert_row(spec, actor, op, {**changes, **_offline_marks(actor, op)})
+            obj = _insert_row(spec, actor, op, {**changes, **_offline_marks(actor, op)}, known)
             return _completed(obj)
         _check_row_access(actor, op.table_name, existing)
         resolution = _resolve(actor, op, existing, changes)
@@ -437,52 +556,67 @@ def _json(value) -> str | None:
     return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
 
 
-QUEUE_COLUMNS = (
-    "organization_id",
-    "user_id",
-    "device_id",
-    "operation_id",
-    "operation_type",
-    "table_name",
-    "record_id",
-    "old_data",
-    "new_data",
-    "client_sync_version",
-    "offline_data_hash",
-    "priority",
-    "sync_status",
-    "retry_count",
-    "max_retries",
-    "next_retry_at",
-    "failed_at",
-    "completed_at",
-    "conflict_resolution_strategy",
-    "conflict_detected",
-    "conflict_metadata",
-    "result",
-    "cultural_context",
-    "islamic_calendar_date",
-    "prayer_time_context",
-    "local_timestamp",
-    "timezone",
-    "operation_duration_ms",
-    "bandwidth_used_bytes",
-    "error_message",
+# Written when an operation is claimed, before it is applied: (column, SQL type).
+CLAIM_COLUMNS = (
+    ("organization_id", "uuid"),
+    ("user_id", "uuid"),
+    ("device_id", "text"),
+    ("operation_id", "text"),
+    ("operation_type", "text"),
+    ("table_name", "text"),
+    ("record_id", "uuid"),
+    ("old_data", "jsonb"),
+    ("new_data", "jsonb"),
+    ("client_sync_version", "bigint"),
+    ("offline_data_hash", "text"),
+    ("priority", "integer"),
+    ("sync_status", "text"),
+    ("retry_count", "integer"),
+    ("max_retries", "integer"),
+    ("conflict_resolution_strategy", "text"),
+    ("result", "jsonb"),
+    ("cultural_context", "jsonb"),
+    ("islamic_calendar_date", "text"),
+    ("prayer_time_context", "text"),
+    ("local_timestamp", "timestamptz"),
+    ("timezone", "text"),
+    ("bandwidth_used_bytes", "integer"),
 )
-JSON_COLUMNS = {"old_data", "new_data", "conflict_metadata", "result", "cultural_context"}
-INSERT_QUEUE_SQL = (
-    f"INSERT INTO offline_sync_queue ({', '.join(QUEUE_COLUMNS)}) VALUES ("
-    + ", ".join("%s::jsonb" if c in JSON_COLUMNS else "%s" for c in QUEUE_COLUMNS)
-    + ") ON CONFLICT (device_id, operation_id) DO NOTHING RETURNING id"
+# Written with the outcome, in the same transaction.
+OUTCOME_COLUMNS = (
+    ("record_id", "uuid"),
+    ("sync_status", "text"),
+    ("next_retry_at", "timestamptz"),
+    ("failed_at", "timestamptz"),
+    ("completed_at", "timestamptz"),
+    ("conflict_detected", "boolean"),
+    ("conflict_metadata", "jsonb"),
+    ("result", "jsonb"),
+    ("operation_duration_ms", "integer"),
+    ("error_message", "text"),
 )
 
 
-def _queue_values(actor: Actor, device_id: str, op: IncomingOperation, outcome: Outcome, started: float) -> dict:
-    now = timezone.now()
-    result = outcome.as_result(op)
-    metadata = {}
-    if outcome.resolution is not None:
-        metadata = {"conflict_type": outcome.conflict_type, "resolved_at": now.isoformat(), **result["conflict"]}
+def _recordset(columns) -> str:
+    return ", ".join(f"{c} {t}" for c, t in columns)
+
+
+# A whole chunk's rows travel as one jsonb parameter: one short, constant statement to parse,
+# whatever the chunk size (a JSON null becomes an SQL NULL).
+CLAIM_SQL = (
+    f"INSERT INTO offline_sync_queue ({', '.join(c for c, _ in CLAIM_COLUMNS)})"
+    f" SELECT {', '.join(c for c, _ in CLAIM_COLUMNS)}"
+    f" FROM jsonb_to_recordset(%s::jsonb) AS x({_recordset(CLAIM_COLUMNS)}) ORDER BY operation_id"
+    " ON CONFLICT (device_id, operation_id) DO NOTHING RETURNING operation_id"
+)
+STORE_OUTCOMES_SQL = (
+    f"UPDATE offline_sync_queue AS q SET {', '.join(f'{c} = v.{c}' for c, _ in OUTCOME_COLUMNS)}"
+    f" FROM jsonb_to_recordset(%s::jsonb) AS v(operation_id text, {_recordset(OUTCOME_COLUMNS)})"
+    " WHERE q.device_id = %s AND q.operation_id = v.operation_id AND q.sync_status = 'processing'"
+)
+
+
+def _claim_row(actor: Actor, device_id: str, op: IncomingOperation) -> dict:
     return {
         "organization_id": actor.tenant.organization_id,
         "user_id": actor.user_id,
@@ -490,42 +624,120 @@ def _queue_values(actor: Actor, device_id: str, op: IncomingOperation, outcome: 
         "operation_id": op.operation_id,
         "operation_type": op.operation_type,
         "table_name": op.table_name,
-        "record_id": result["recordId"],
+        "record_id": op.record_id,
         "old_data": op.old_data,
         "new_data": op.data,
         "client_sync_version": op.client_sync_version,
         "offline_data_hash": op.offline_data_hash,
         "priority": op.priority,
-        "sync_status": outcome.queue_status,
+        "sync_status": "processing",
         "retry_count": 0,
         "max_retries": settings.SYNC_MAX_RETRIES,
-        "next_retry_at": now + retry_delay(0) if outcome.status == "pending" else None,
-        "failed_at": now if outcome.status == "failed" else None,
-        "completed_at": now if outcome.queue_status == "completed" else None,
         "conflict_resolution_strategy": op.strategy,
-        "conflict_detected": outcome.resolution is not None,
-        "conflict_metadata": metadata,
-        "result": result,
+        "result": {},
         "cultural_context": op.cultural_context,
         "islamic_calendar_date": op.islamic_calendar_date,
         "prayer_time_context": op.prayer_time_context,
-        "local_timestamp": op.local_timestamp,
+        "local_timestamp": _timestamp(op.local_timestamp),
         "timezone": op.timezone,
-        "operation_duration_ms": int((time.perf_counter() - started) * 1000),
         "bandwidth_used_bytes": op.size_bytes,
+    }
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    """Full precision: DjangoJSONEncoder would cut a timestamp column to milliseconds."""
+    return None if value is None else value.isoformat()
+
+
+def _claim(actor: Actor, device_id: str, ops: list[IncomingOperation]) -> set[str]:
+    """Insert the queue rows of `ops` as `processing`; returns the operation ids this call now owns.
+
+    `ON CONFLICT (device_id, operation_id) DO NOTHING`: an id already stored, or claimed by a
+    concurrent upload that commits first (this statement waits for it), is not ours to apply.
+    Rows go in operation-id order, so two uploads claiming overlapping sets wait, never deadlock.
+    """
+    if not ops:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL, [_json([_claim_row(actor, device_id, op) for op in ops])])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _outcome_values(op: IncomingOperation, outcome: Outcome, started: float) -> dict:
+    now = timezone.now()
+    result = outcome.as_result(op)
+    metadata = {}
+    if outcome.resolution is not None:
+        metadata = {"conflict_type": outcome.conflict_type, "resolved_at": now.isoformat(), **result["conflict"]}
+    return {
+        "record_id": result["recordId"],
+        "sync_status": outcome.queue_status,
+        "next_retry_at": now + retry_delay(0) if outcome.status == "pending" else None,
+        "failed_at": now if outcome.status == "failed" else None,
+        "completed_at": now if outcome.queue_status == "completed" else None,
+        "conflict_detected": outcome.resolution is not None,
+        "conflict_metadata": metadata,
+        "result": result,
+        "operation_duration_ms": int((time.perf_counter() - started) * 1000),
         "error_message": outcome.error["message"] if outcome.error else None,
     }
 
 
-def _insert_queue_row(values: dict) -> bool:
-    params = [_json(values[c]) if c in JSON_COLUMNS else values[c] for c in QUEUE_COLUMNS]
+def _store_outcomes(device_id: str, done: list[tuple[str, dict]]) -> None:
+    """One UPDATE writes the outcome of every operation this transaction applied or refused."""
+    if not done:
+        return
+    rows = _json(
+        [
+            {
+                "operation_id": operation_id,
+                **values,
+                **{c: _timestamp(values[c]) for c, t in OUTCOME_COLUMNS if t == "timestamptz"},
+            }
+            for operation_id, values in done
+        ]
+    )
     with connection.cursor() as cursor:
-        cursor.execute(INSERT_QUEUE_SQL, params)
-        return cursor.fetchone() is not None
+        cursor.execute(STORE_OUTCOMES_SQL, [rows, device_id])
+        if cursor.rowcount != len(done):
+            raise DatabaseError(f"stored {cursor.rowcount} of {len(done)} sync outcomes")
 
 
-class _AlreadyStored(Exception):
-    """Another upload of this operation committed first; roll this one back."""
+def _release_claims(device_id: str, operation_ids: list[str]) -> None:
+    """Drop the claims of operations not applied, so a retried upload applies them."""
+    if operation_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM offline_sync_queue WHERE device_id = %s AND operation_id = ANY(%s)"
+                " AND sync_status = 'processing'",
+                [device_id, operation_ids],
+            )
+
+
+def _stored_results(device_id: str, operation_ids: list[str]) -> dict[str, dict]:
+    """Results for operations another upload stored; an id of another user's device is refused."""
+    if not operation_ids:
+        return {}
+    stored = dict(
+        OfflineSyncOperation.objects.filter(device_id=device_id, operation_id__in=operation_ids).values_list(
+            "operation_id", "result"
+        )
+    )
+    results = {}
+    for operation_id in operation_ids:
+        if operation_id in stored:
+            results[operation_id] = {"id": operation_id, "status": "duplicate", "original": stored[operation_id]}
+        else:
+            # The pair is taken by another user's device: their row is invisible here.
+            results[operation_id] = {
+                "id": operation_id,
+                "status": "failed",
+                "error": {
+                    "code": "operation_id_taken",
+                    "message": "This device and operation id belong to another user.",
+                },
+            }
+    return results
 
 
 def retry_delay(retry_count: int) -> timedelta:
@@ -541,56 +753,150 @@ def _set_lock_timeout() -> None:
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{settings.SYNC_LOCK_TIMEOUT_MS}ms"])
 
 
-def _stored_outcome(tenant: Tenant, device_id: str, operation_id: str) -> dict:
-    with tenant_context(tenant):
-        stored = (
-            OfflineSyncOperation.objects.filter(device_id=device_id, operation_id=operation_id)
-            .values_list("result", flat=True)
-            .first()
-        )
-    if stored is None:
-        # The pair is taken by another user's device: their row is invisible here.
-        return {
-            "id": operation_id,
-            "status": "failed",
-            "error": {"code": "operation_id_taken", "message": "This device and operation id belong to another user."},
-        }
-    return {"id": operation_id, "status": "duplicate", "original": stored}
+class OperationSavepoints:
+    """A savepoint per operation, without a round trip of its own.
+
+    Installed as the connection's execute wrapper for a chunk. `SAVEPOINT` (and the previous
+    operation's `RELEASE SAVEPOINT`) travel in front of the operation's first statement, in one
+    simple-protocol query (psycopg's client-side binding cursor, Django's default). An operation
+    refused before it touched the database never creates one. Only a rollback costs a round trip.
+    """
+
+    def __init__(self, using: str = "default"):
+        self.using = using
+        self.pending: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        if not self.pending:
+            return execute(sql, params, many, context)
+        prefix, self.pending = self.pending, []
+        raw = context["cursor"].cursor
+        if many or not isinstance(raw, psycopg.ClientCursor):
+            for statement in prefix:
+                raw.execute(statement)
+            return execute(sql, params, many, context)
+        result = execute("; ".join([*prefix, sql]), params, many, context)
+        for _ in prefix:
+            raw.nextset()  # the caller reads the result of its own statement, the last one
+        return result
+
+    def flush(self) -> None:
+        if self.pending:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute("SELECT 1")
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        # One name for all: operations run one after another, each released before the next,
+        # and constant statements keep psycopg's query cache useful.
+        name = "sync_operation"
+        start = f"SAVEPOINT {name}"
+        self.pending.append(start)
+        try:
+            yield
+        except BaseException:
+            if start in self.pending:
+                self.pending.remove(start)  # never sent: nothing to undo
+            else:
+                # As Django's own atomic() does: clear the flag its error handling may have set,
+                # roll back to the savepoint, and flag the whole transaction if even that fails.
+                transaction.set_rollback(False, using=self.using)
+                try:
+                    with connections[self.using].cursor() as cursor:
+                        cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                except BaseException:
+                    transaction.set_rollback(True, using=self.using)
+                    raise
+                self.pending.append(f"RELEASE SAVEPOINT {name}")
+            raise
+        if start in self.pending:
+            self.pending.remove(start)
+        else:
+            self.pending.append(f"RELEASE SAVEPOINT {name}")
 
 
-def operation_run(*, actor: Actor, device_id: str, op: IncomingOperation) -> dict:
-    """Apply one new operation and store its outcome, both in one transaction of its own."""
-    started = time.perf_counter()
+def _apply_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoints: OperationSavepoints) -> Outcome:
+    """Apply one claimed operation under its own savepoint: a failure undoes this operation only.
+
+    Unexpected errors (bugs, a lost connection) propagate after the savepoint rolled back.
+    """
     for attempt in range(2):
         try:
-            with tenant_context(actor.tenant):
-                _set_lock_timeout()
-                outcome = operation_apply(actor=actor, op=op)
-                values = _queue_values(actor, device_id, op, outcome, started)
-                if not _insert_queue_row(values):
-                    raise _AlreadyStored
-            return values["result"]
-        except _AlreadyStored:
-            return _stored_outcome(actor.tenant, device_id, op.operation_id)
+            with savepoints.operation():
+                outcome = operation_apply(actor=actor, op=op, known=known if attempt == 0 else None)
+            if outcome.record is not None:
+                known.written(op, outcome.record)
+            return outcome
         except OperationRefused as refusal:
-            outcome = Outcome(status="failed", error=refusal.as_error())
+            return Outcome(status="failed", error=refusal.as_error())
         except IntegrityError as exc:
-            # Two devices inserting the same lesson-day mark at once: the loser sees it on retry.
+            # Another transaction created the row or lesson-day mark since it was read: look again.
             if attempt == 0:
                 continue
-            outcome = Outcome(status="failed", error={"code": "integrity_error", "message": str(exc).split("\n")[0]})
+            return Outcome(status="failed", error={"code": "integrity_error", "message": str(exc).split("\n")[0]})
         except DatabaseError as exc:
             if not _transient(exc):
                 raise
-            outcome = Outcome(
+            return Outcome(
                 status="pending",
                 error={"code": "transient_error", "message": str(exc).split("\n")[0], "retryable": True},
             )
-        break
-    values = _queue_values(actor, device_id, op, outcome, started)
-    with tenant_context(actor.tenant):
-        stored = _insert_queue_row(values)
-    return values["result"] if stored else _stored_outcome(actor.tenant, device_id, op.operation_id)
+    raise AssertionError("unreachable")
+
+
+def _run_chunk(actor: Actor, device_id: str, ops: list[IncomingOperation], results: dict[str, dict]) -> list[str]:
+    """Claim, apply and record `ops` (priority order) in the current transaction.
+
+    Fills `results` by operation id and returns the ids applied here. An unexpected error in
+    one operation stops the chunk: the operations before it keep their outcomes, the claims of
+    the rest are released, and the error is re-raised once the caller has committed.
+    """
+    _set_lock_timeout()
+    claimed = _claim(actor, device_id, ops)
+    mine = [op for op in ops if op.operation_id in claimed]
+    known = known_read(mine)
+    done: list[tuple[str, dict]] = []
+    crash: Exception | None = None
+    savepoints = OperationSavepoints()
+    with connection.execute_wrapper(savepoints):
+        for position, op in enumerate(mine):
+            started = time.perf_counter()
+            try:
+                outcome = _apply_isolated(actor, op, known, savepoints)
+            except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the commit
+                crash = exc
+                _release_claims(device_id, [o.operation_id for o in mine[position:]])
+                break
+            values = _outcome_values(op, outcome, started)
+            results[op.operation_id] = values["result"]
+            done.append((op.operation_id, values))
+        _store_outcomes(device_id, done)
+        savepoints.flush()
+    results.update(_stored_results(device_id, [op.operation_id for op in ops if op.operation_id not in claimed]))
+    if crash is not None:
+        raise _ChunkCrashed(crash)
+    return [operation_id for operation_id, _ in done]
+
+
+class _ChunkCrashed(Exception):
+    """Carries an unexpected error out of a chunk whose finished operations are to be kept."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_chunk_committed(tenant: Tenant, run) -> Any:
+    """Run `run()` in its own tenant transaction; commit what a crashed chunk finished, then re-raise."""
+    crashed = None
+    with tenant_context(tenant):
+        try:
+            value = run()
+        except _ChunkCrashed as exc:
+            crashed = exc.error
+    if crashed is not None:
+        raise crashed
+    return value
 
 
 def operations_upload(
@@ -601,56 +907,49 @@ def operations_upload(
     `operations` holds parsed operations, or for an operation refused on its shape, its failed result.
     Results come back in the order the device sent them.
     """
-    actor = actor_load(tenant=tenant)
-    parsed = [op for op in operations if isinstance(op, IncomingOperation)]
-    with tenant_context(tenant):
-        stored = dict(
-            OfflineSyncOperation.objects.filter(
-                device_id=device_id, operation_id__in=[op.operation_id for op in parsed]
-            ).values_list("operation_id", "result")
-        )
     results: list[dict | None] = [None] * len(operations)
     first_of: dict[str, int] = {}
     to_apply: list[IncomingOperation] = []
+    by_id: dict[str, dict] = {}
+    applied: list[str] = []
+
+    def first_chunk() -> Actor:
+        actor = _actor_read(tenant)
+        for index, op in enumerate(operations):
+            if not isinstance(op, IncomingOperation):
+                results[index] = op
+                continue
+            op.index = index
+            op.priority = effective_priority(
+                table_name=op.table_name,
+                data=op.data,
+                role=actor.role,
+                cultural_context=op.cultural_context,
+                prayer_time_context=op.prayer_time_context,
+                battery_mode=battery_mode,
+            )
+            if op.operation_id not in first_of:
+                first_of[op.operation_id] = index
+                to_apply.append(op)
+        to_apply.sort(key=IncomingOperation.sort_key)
+        applied.extend(_run_chunk(actor, device_id, to_apply[:OPERATIONS_PER_TRANSACTION], by_id))
+        return actor
+
+    actor = _run_chunk_committed(tenant, first_chunk)
+    for start in range(OPERATIONS_PER_TRANSACTION, len(to_apply), OPERATIONS_PER_TRANSACTION):
+        chunk = to_apply[start : start + OPERATIONS_PER_TRANSACTION]
+        applied.extend(_run_chunk_committed(tenant, lambda chunk=chunk: _run_chunk(actor, device_id, chunk, by_id)))
     for index, op in enumerate(operations):
-        if not isinstance(op, IncomingOperation):
-            results[index] = op
+        if results[index] is not None:
             continue
-        op.index = index
-        op.priority = effective_priority(
-            table_name=op.table_name,
-            data=op.data,
-            role=actor.role,
-            cultural_context=op.cultural_context,
-            prayer_time_context=op.prayer_time_context,
-            battery_mode=battery_mode,
-        )
-        if op.operation_id in stored:
-            results[index] = {"id": op.operation_id, "status": "duplicate", "original": stored[op.operation_id]}
-        elif op.operation_id in first_of:
-            continue
+        if first_of[op.operation_id] == index:
+            results[index] = by_id[op.operation_id]
         else:
-            first_of[op.operation_id] = index
-            to_apply.append(op)
-    to_apply.sort(key=IncomingOperation.sort_key)
-    for op in to_apply:
-        results[op.index] = operation_run(actor=actor, device_id=device_id, op=op)
-    for index, op in enumerate(operations):
-        if results[index] is None:
-            results[index] = {
-                "id": op.operation_id,
-                "status": "duplicate",
-                "original": results[first_of[op.operation_id]],
-            }
+            results[index] = {"id": op.operation_id, "status": "duplicate", "original": by_id[op.operation_id]}
     summary: dict[str, int] = {}
     for result in results:
         summary[result["status"]] = summary.get(result["status"], 0) + 1
-    return {
-        "deviceId": device_id,
-        "results": results,
-        "appliedOrder": [op.operation_id for op in to_apply],
-        "summary": summary,
-    }
+    return {"deviceId": device_id, "results": results, "appliedOrder": applied, "summary": summary}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ MAX_CHANGES_PAGE = 1000
 class SyncQueueView(TenantAPIView):
     """POST /api/realtime/sync/queue: apply a device's queued operations, each exactly once."""
 
-    # Each operation commits on its own, so one failure never undoes the rest of the batch.
+    # The service commits in chunks, each operation under its own savepoint, so one failure
+    # never undoes the rest of the batch (services module docstring).
     tenant_transaction = False
 
     def post(self, request: Request) -> Response:

@@ -1,0 +1,83 @@
+"""Savepoint per operation inside batch transactions: failures stay isolated, outcomes are kept."""
+
+import pytest
+
+from harry_realtime.tenancy import dangerously_platform_context
+from school.models import FeedbackEntry, HomeTask
+from syncqueue import services
+from syncqueue.api.serializers import parse_operation
+from syncqueue.models import OfflineSyncOperation
+
+from .conftest import op
+
+# Each chunk commits on its own: test against committed data, as the server runs.
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+
+
+def platform(fn):
+    with dangerously_platform_context():
+        return fn()
+
+
+def feedback(school, content):
+    return op("feedback_entries", data={"student_id": str(school.student.pk), "content": content})
+
+
+def test_a_database_error_in_one_operation_rolls_back_only_that_operation(schools, client_for, upload):
+    a, b = schools.a, schools.b
+    # School B's task id: invisible to A (RLS), so the INSERT reaches the primary key and fails.
+    clash = op(
+        "home_tasks",
+        data={"student_id": str(a.student.pk), "group_id": str(a.group.pk), "title": "Clash"},
+        recordId=str(b.task.pk),
+    )
+    ops = [feedback(a, "before"), clash, feedback(a, "after")]
+    body = upload(client_for(a.teacher_user), ops)
+    assert [r["status"] for r in body["results"]] == ["completed", "failed", "completed"]
+    assert body["results"][1]["error"]["code"] == "integrity_error"
+    assert platform(lambda: FeedbackEntry.objects.filter(content__in=["before", "after"]).count()) == 2
+    assert platform(lambda: HomeTask.objects.get(pk=b.task.pk).title) != "Clash"
+    stored = platform(lambda: dict(OfflineSyncOperation.objects.values_list("operation_id", "sync_status")))
+    assert stored == {ops[0]["id"]: "completed", ops[1]["id"]: "failed", ops[2]["id"]: "completed"}
+
+
+def test_batch_longer_than_one_transaction_applies_every_operation_once_in_order(schools, client_for, upload):
+    a = schools.a
+    count = services.OPERATIONS_PER_TRANSACTION * 2 + 7
+    ops = [feedback(a, f"bulk {i}") for i in range(count)]
+    client = client_for(a.teacher_user)
+    body = upload(client, ops)
+    assert body["summary"] == {"completed": count}
+    assert body["appliedOrder"] == [o["id"] for o in ops]  # equal priority: device clock order
+    again = upload(client, ops)
+    assert again["summary"] == {"duplicate": count}
+    assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="bulk ").count()) == count
+    assert platform(lambda: OfflineSyncOperation.objects.filter(sync_status="processing").count()) == 0
+
+
+def test_an_unexpected_error_keeps_the_operations_before_it_and_releases_the_rest(schools, monkeypatch):
+    a = schools.a
+    ops = [feedback(a, f"crash {i}") for i in range(5)]
+    real_apply = services.operation_apply
+
+    def apply(*, actor, op, known=None):
+        if op.data["content"] == "crash 2":
+            raise RuntimeError("a bug")
+        return real_apply(actor=actor, op=op, known=known)
+
+    monkeypatch.setattr(services, "operation_apply", apply)
+    tenant = services.Tenant(organization_id=a.org.pk, user_id=a.teacher_user.pk, role="teacher")
+    parsed = [parse_operation(o, batch_context={}) for o in ops]
+    with pytest.raises(RuntimeError, match="a bug"):
+        services.operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
+
+    stored = platform(lambda: dict(OfflineSyncOperation.objects.values_list("operation_id", "sync_status")))
+    assert stored == {ops[0]["id"]: "completed", ops[1]["id"]: "completed"}
+    assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="crash ").count()) == 2
+
+    # The device retries the batch once the bug is fixed: the rest applies, the first two are repeats.
+    monkeypatch.setattr(services, "operation_apply", real_apply)
+    parsed = [parse_operation(o, batch_context={}) for o in ops]
+    body = services.operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
+    assert [r["status"] for r in body["results"]] == ["duplicate"] * 2 + ["completed"] * 3
+    assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="crash ").count()) == 5
