@@ -303,8 +303,17 @@ async def measure(port: int, env: dict, dsn: str, org_id: str, admin_id: str, to
                     job = loop.run_in_executor(pool, injector, env, rows, rate, label)
                 writes, run.write_seconds = await job
             run.writes.update(writes)
-            await asyncio.sleep(DRAIN_SECONDS)
             run.expected = sum(run.writes[g] * len(c) for g, c in clients_of_group.items())
+            # Until everything arrived (the next run must not start behind a backlog), at most
+            # DRAIN_SECONDS after the last arrival: what is still missing then counts as lost.
+            last, received = time.monotonic(), -1
+            while time.monotonic() - last < DRAIN_SECONDS:
+                now_received = sum(len(s) for s in run.seen.values())
+                if now_received >= run.expected:
+                    break
+                if now_received != received:
+                    last, received = time.monotonic(), now_received
+                await asyncio.sleep(0.1)
             results.append(run)
     for task in tasks:
         task.cancel()
