@@ -8,7 +8,8 @@ real ASGI server (uvicorn, --workers) on a free port against it, and has every d
 operations in batches over HTTP at the same time. Prints operations applied per second and
 p50/p99 request time, next to a baseline measured in the same run: the same number of rows
 written with plain ORM inserts, one transaction each, in one process (no HTTP, no queue, no
-validation). Target: at least 1,000 operations per second.
+validation), with the ratio, and the machine's load average around the upload (other work on
+the machine competes for the same cores). Target: at least 1,000 operations per second.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -886,10 +887,17 @@ class _ChunkCrashed(Exception):
         self.error = error
 
 
+# Chunk transactions open at once per server process. Under ASGI every request runs in a
+# thread of its own, so twenty devices would otherwise keep twenty transactions open, each
+# mostly waiting for the GIL while holding its locks and subtransaction ids (which every other
+# session's snapshot must then carry and search). Waiting here, before BEGIN, costs nothing.
+_chunk_slots = threading.BoundedSemaphore(getattr(settings, "SYNC_CONCURRENT_TRANSACTIONS", 2))
+
+
 def _run_chunk_committed(tenant: Tenant, run) -> Any:
     """Run `run()` in its own tenant transaction; commit what a crashed chunk finished, then re-raise."""
     crashed = None
-    with tenant_context(tenant):
+    with _chunk_slots, tenant_context(tenant):
         try:
             value = run()
         except _ChunkCrashed as exc:
