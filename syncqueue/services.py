@@ -852,8 +852,10 @@ def _run_chunk(actor: Actor, device_id: str, ops: list[IncomingOperation], resul
     one operation stops the chunk: the operations before it keep their outcomes, the claims of
     the rest are released, and the error is re-raised once the caller has committed.
     """
-    _set_lock_timeout()
+    # The claim waits as long as a concurrent upload of the same operations takes to commit (one
+    # chunk); the lock timeout, which turns a wait into a `pending` outcome, is for the operations.
     claimed = _claim(actor, device_id, ops)
+    _set_lock_timeout()
     mine = [op for op in ops if op.operation_id in claimed]
     known = known_read(mine)
     done: list[tuple[str, dict]] = []
