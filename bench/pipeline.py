@@ -2,7 +2,8 @@
 """Pipeline benchmark (`make bench-pipeline`): database write -> WebSocket receive latency.
 
 A fresh seeded database gets GROUPS extra groups, each with one attendance row. The real ASGI
-server (daphne) and the real listener (`manage.py realtime_listen`) run as separate processes.
+server (uvicorn as in production; BENCH_SERVER=daphne for the other) and the real listener
+(`manage.py realtime_listen`) run as separate processes.
 CLIENTS Supabase-protocol sockets (vsn 2.0.0) join `attendance:org_..:group_..` topics, spread
 evenly over the groups, each with a `postgres_changes` binding
 `{event: UPDATE, table: attendance, filter: group_id=eq.<group>}`. A writer updates the attendance
@@ -21,7 +22,7 @@ trigger, NOTIFY or the listener's load/mark queries. The ratio pipeline/baseline
 outbox path adds on top of plain fan-out.
 
 Environment: BENCH_CLIENTS (200), BENCH_GROUPS (50), BENCH_RATES ("100,500"), BENCH_SECONDS (10),
-BENCH_WRITERS (8); DATABASE_URL/REDIS_URL as for the tests.
+BENCH_WRITERS (8), BENCH_SERVER (uvicorn); DATABASE_URL/REDIS_URL as for the tests.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ CLIENTS = int(os.environ.get("BENCH_CLIENTS", "200"))
 GROUPS = int(os.environ.get("BENCH_GROUPS", "50"))
 RATES = [int(r) for r in os.environ.get("BENCH_RATES", "100,500").split(",")]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+SERVER = os.environ.get("BENCH_SERVER", "uvicorn")
 WRITERS = int(os.environ.get("BENCH_WRITERS", "8"))
 DRAIN_SECONDS = 5.0
 WARMUP_SECONDS = 3.0
@@ -348,7 +350,7 @@ def main() -> int:
         "REALTIME_MAX_CONNECTIONS_PER_USER": str(CLIENTS + 10),
         "REALTIME_MAX_CONNECTIONS_PER_ORG": str(CLIENTS + 10),
         "REALTIME_MAX_CHANNELS_PER_CONNECTION": "10",
-        "LOG_LEVEL": "INFO",  # daphne announces its port at INFO
+        "LOG_LEVEL": "INFO",  # the servers announce their port at INFO
     }
     dsn = prepared["env"]["DATABASE_URL"].replace("postgres://", "postgresql://", 1)
     server = listener = None
@@ -356,7 +358,7 @@ def main() -> int:
         rows = seed(env, school["org"], admin["id"])
         listener = start_listener(env)
         wait_until_drained(dsn)
-        server, port = start_server("daphne", env)
+        server, port = start_server(SERVER, env)
         results = asyncio.run(measure(port, env, dsn, school["org"], admin["id"], sign(key, admin), rows))
     finally:
         for proc in (server, listener):
@@ -367,7 +369,7 @@ def main() -> int:
             [sys.executable, str(ROOT / "e2e" / "prepare.py"), "drop", name], cwd=ROOT, env=original_env, check=False
         )
     print(
-        f"\nPipeline: {CLIENTS} subscribers over {GROUPS} attendance topics, daphne + realtime_listen,"
+        f"\nPipeline: {CLIENTS} subscribers over {GROUPS} attendance topics, {SERVER} + realtime_listen,"
         f" {WRITERS} writer connections"
     )
     print("Baseline: the same change messages sent straight to the channel layer (no DB, trigger, NOTIFY, listener)")
