@@ -287,6 +287,8 @@ SYNC_MAX_BATCH_OPERATIONS = env_int("SYNC_MAX_BATCH_OPERATIONS", 500)
 SYNC_MAX_RETRIES = env_int("SYNC_MAX_RETRIES", 3)
 SYNC_RETRY_BASE_SECONDS = env_int("SYNC_RETRY_BASE_SECONDS", 30)
 SYNC_LOCK_TIMEOUT_MS = env_int("SYNC_LOCK_TIMEOUT_MS", 2000)
+# Sync chunk transactions open at once per server process (more only queue on the GIL).
+SYNC_CONCURRENT_TRANSACTIONS = env_int("SYNC_CONCURRENT_TRANSACTIONS", 2)
 SYNC_RETRY_INTERVAL_SECONDS = env_int("SYNC_RETRY_INTERVAL_SECONDS", 30)
 CELERY_BEAT_SCHEDULE["syncqueue-retry-due-operations"] = {
     "task": "syncqueue.tasks.retry_due_operations",

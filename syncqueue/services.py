@@ -893,7 +893,7 @@ class _ChunkCrashed(Exception):
 # thread of its own, so twenty devices would otherwise keep twenty transactions open, each
 # mostly waiting for the GIL while holding its locks and subtransaction ids (which every other
 # session's snapshot must then carry and search). Waiting here, before BEGIN, costs nothing.
-_chunk_slots = threading.BoundedSemaphore(getattr(settings, "SYNC_CONCURRENT_TRANSACTIONS", 2))
+_chunk_slots = threading.BoundedSemaphore(settings.SYNC_CONCURRENT_TRANSACTIONS)
 
 
 def _run_chunk_committed(tenant: Tenant, run) -> Any:
