@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -120,10 +121,40 @@ def sign(key: str, user: dict) -> str:
     return jwt.encode(claims, key, algorithm="HS256")
 
 
-def start_server(kind: str, env: dict) -> tuple[subprocess.Popen, int]:
+def _wait_accepting(port: int, timeout: float = 30.0) -> None:
+    """The port is announced before worker processes accept on it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def start_server(kind: str, env: dict, workers: int = 1) -> tuple[subprocess.Popen, int]:
     app = "bench.gateway:application"
     if kind == "uvicorn":
-        args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--log-level", "info", app]
+        port = "0"
+        if workers > 1:  # the worker processes share a socket the parent binds: it needs a real port
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = str(probe.getsockname()[1])
+        args = [
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--workers",
+            str(workers),
+            "--log-level",
+            "info",
+            app,
+        ]
         pattern = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
     else:
         args = ["-m", "daphne", "-e", "tcp:port=0:interface=127.0.0.1", app]
@@ -138,6 +169,7 @@ def start_server(kind: str, env: dict) -> tuple[subprocess.Popen, int]:
         if match:
             # Keep draining the pipe so the server never blocks on a full stdout.
             threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            _wait_accepting(int(match.group(1)))
             return proc, int(match.group(1))
     raise RuntimeError(f"{kind} did not start:\n{''.join(output)}")
 

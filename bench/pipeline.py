@@ -48,6 +48,11 @@ GROUPS = int(os.environ.get("BENCH_GROUPS", "50"))
 RATES = [int(r) for r in os.environ.get("BENCH_RATES", "100,500").split(",")]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 SERVER = os.environ.get("BENCH_SERVER", "uvicorn")
+# permessage-deflate costs the server CPU per frame per socket; browsers negotiate it, not every
+# mobile WebSocket stack does. BENCH_WS_COMPRESSION=none measures clients without it.
+# Web processes (uvicorn --workers); production runs one per core.
+WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "1"))
+COMPRESSION = None if os.environ.get("BENCH_WS_COMPRESSION", "deflate") == "none" else "deflate"
 WRITERS = int(os.environ.get("BENCH_WRITERS", "8"))
 DRAIN_SECONDS = 5.0
 WARMUP_SECONDS = 3.0
@@ -229,7 +234,7 @@ async def client(index: int, url: str, topic: str, group: str, token: str, ready
 
     binding = {"event": "UPDATE", "schema": "public", "table": "attendance", "filter": f"group_id=eq.{group}"}
     join = {"config": {"postgres_changes": [binding]}, "access_token": token}
-    async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+    async with websockets.connect(url, max_size=None, ping_interval=None, compression=COMPRESSION) as ws:
         await ws.send(json.dumps(["1", "1", topic, "phx_join", join]))
         while True:
             reply = json.loads(await ws.recv())
@@ -358,7 +363,7 @@ def main() -> int:
         rows = seed(env, school["org"], admin["id"])
         listener = start_listener(env)
         wait_until_drained(dsn)
-        server, port = start_server(SERVER, env)
+        server, port = start_server(SERVER, env, workers=WEB_WORKERS)
         results = asyncio.run(measure(port, env, dsn, school["org"], admin["id"], sign(key, admin), rows))
     finally:
         for proc in (server, listener):
@@ -369,7 +374,8 @@ def main() -> int:
             [sys.executable, str(ROOT / "e2e" / "prepare.py"), "drop", name], cwd=ROOT, env=original_env, check=False
         )
     print(
-        f"\nPipeline: {CLIENTS} subscribers over {GROUPS} attendance topics, {SERVER} + realtime_listen,"
+        f"\nPipeline: {CLIENTS} subscribers over {GROUPS} attendance topics, {SERVER} ({WEB_WORKERS} process(es),"
+        f" client compression {COMPRESSION or 'off'}) + realtime_listen,"
         f" {WRITERS} writer connections"
     )
     print("Baseline: the same change messages sent straight to the channel layer (no DB, trigger, NOTIFY, listener)")
