@@ -1,6 +1,8 @@
 """The pipeline's side of the socket consumer: stored events reaching one WebSocket.
 
 Mixed into `RealtimeSocket` (events/consumers.py):
+- `realtime_batch`: several of the listener's messages for one topic in one channel-layer message,
+  handled one by one in order.
 - `realtime_postgres_change`: a captured row change becomes a `postgres_changes` push for the
   join's matching bindings, only when the row is the user's to see, FERPA-filtered for them.
   The listener folds the change's broadcast into the same message (key `broadcast`), which is
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 MAX_ACK_IDS = 500
 SENT_FLUSH_SECONDS = 0.2
 # Channel-layer message types whose handlers never use a database connection on the loop.
-DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast"})
+DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast", "realtime.batch"})
 
 
 def _replay_config(config: dict) -> dict | None:
@@ -137,6 +139,11 @@ class PipelineDeliveryMixin:
         if body is not None:
             self._note_target(channel, message)
         return body
+
+    async def realtime_batch(self, message: dict) -> None:
+        """The listener's messages of one batch for one topic, in order (see listener._batched)."""
+        for item in message["messages"]:
+            await getattr(self, item["type"].replace(".", "_"))(item)
 
     async def realtime_postgres_change(self, message: dict) -> None:
         if "broadcast" in message:  # the listener sends a change's broadcast along with it

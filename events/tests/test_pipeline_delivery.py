@@ -225,3 +225,32 @@ async def test_change_in_school_b_reaches_nobody_in_school_a(schools, listener):
     for socket in sockets:
         assert await socket.no_message(0.3)
         await socket.close()
+
+
+async def test_a_batch_of_changes_reaches_the_socket_in_order(schools):
+    """Changes written while the listener was down go out as one `realtime.batch` per topic."""
+    await sync_to_async(_backlog_done)()
+    a = schools.a
+    topic = attendance_topic(a)
+    socket, _ = await pg_join(a.teacher_user, topic, [binding("attendance", f"group_id=eq.{a.group.pk}")])
+    for status in ("late", "absent", "excused"):
+        await sync_to_async(set_attendance)(a, status)
+    running = Listener(poll_interval=30)
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    try:
+        frames = []
+        while len(frames) < 6:
+            message = await socket.recv(5)
+            if message.event in ("broadcast", "postgres_changes"):
+                frames.append(message)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert [f.event for f in frames] == ["broadcast", "postgres_changes"] * 3
+    changes = [f.payload for f in frames if f.event == "postgres_changes"]
+    assert [c["data"]["record"]["status"] for c in changes] == ["late", "absent", "excused"]
+    ids = [c["meta"]["id"] for c in changes]
+    assert ids == sorted(ids) and running.stats.batches == 1
+    assert await socket.no_message(0.5)
+    await socket.close()

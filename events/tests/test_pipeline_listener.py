@@ -41,16 +41,18 @@ async def subscribe(*topics: str) -> str:
 
 
 async def collect(channel: str, count: int, timeout: float = 20.0) -> list[dict]:
-    """`count` frames: a change message carrying its broadcast counts as the broadcast, then the change."""
+    """`count` frames: a batch counts as its items, a change carrying its broadcast as the broadcast
+    and then the change."""
     layer = get_channel_layer()
     received: list[dict] = []
     async with asyncio.timeout(timeout):
         while len(received) < count:
             message = await layer.receive(channel)
             # Subscribers in one process share the received dict, as consumers do: never mutate it.
-            if "broadcast" in message:
-                received.append(message["broadcast"])
-            received.append({key: value for key, value in message.items() if key != "broadcast"})
+            for item in message["messages"] if message["type"] == "realtime.batch" else [message]:
+                if "broadcast" in item:
+                    received.append(item["broadcast"])
+                received.append({key: value for key, value in item.items() if key != "broadcast"})
     return received
 
 
