@@ -114,7 +114,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "harry_realtime.channel_layer.BulkReceiveRedisChannelLayer",
         "CONFIG": {
             # socket_timeout None: redis-py 8 otherwise closes idle layer sockets (DESIGN.md).
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],

@@ -1,0 +1,56 @@
+"""The channel layer's bulk intake: order per channel, nothing lost to cancellation or a crash."""
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+
+from harry_realtime.channel_layer import RECEIVE_BATCH, BulkReceiveRedisChannelLayer
+
+
+async def test_it_is_the_configured_layer():
+    assert isinstance(get_channel_layer(), BulkReceiveRedisChannelLayer)
+
+
+async def test_many_messages_to_several_channels_arrive_once_in_order():
+    layer = get_channel_layer()
+    channels = [await layer.new_channel() for _ in range(3)]
+    for channel in channels:
+        await layer.group_add("bulk-order", channel)
+    total = RECEIVE_BATCH * 2 + 7  # more than one bulk take
+    for n in range(total):
+        await layer.group_send("bulk-order", {"type": "test.message", "n": n})
+        await layer.send(channels[n % 3], {"type": "test.direct", "n": n})
+    for index, channel in enumerate(channels):
+        mine = [n for n in range(total) if n % 3 == index]
+        received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(total + len(mine))]
+        group = [m["n"] for m in received if m["type"] == "test.message"]
+        direct = [m["n"] for m in received if m["type"] == "test.direct"]
+        assert group == list(range(total))
+        assert direct == mine
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.2)
+
+
+async def test_a_cancelled_receive_loses_nothing():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await layer.send(channel, {"type": "test.message", "n": 1})
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 1
+
+
+async def test_messages_left_in_flight_by_a_crash_are_received_first():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    key = layer.prefix + layer.non_local_name(channel)
+    connection = layer.connection(layer.consistent_hash(key.removeprefix(layer.prefix)))
+    stranded = layer.serialize({"type": "test.message", "n": 0, "__asgi_channel__": channel})
+    await connection.zadd(layer._backup_channel_name(key), {stranded: 1.0})
+    await layer.send(channel, {"type": "test.message", "n": 1})
+    received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
+    assert [m["n"] for m in received] == [0, 1]
