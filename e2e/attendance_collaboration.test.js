@@ -19,14 +19,7 @@ after(async () => {
   await h.close()
 })
 
-async function api(user, method, path, body) {
-  const response = await fetch(`${server.httpURL}/api/realtime/${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${h.token(user)}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  })
-  return { status: response.status, body: await response.json() }
-}
+const api = (user, method, path, body) => h.realtimeApi(server, user, method, path, body)
 
 // Polls an async read until `accept` holds (the table mirror writes just after the socket replies).
 async function eventually(read, accept, what, timeout = 10000) {

@@ -129,6 +129,16 @@ async function createHarness({ env = {} } = {}) {
     signingKey,
     token: (user, options) => signToken(signingKey, user, options),
 
+    // A REST call under /api/realtime/ as `user`: { status, body }.
+    async realtimeApi(server, user, method, path, body) {
+      const response = await fetch(`${server.httpURL}/api/realtime/${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${harness.token(user)}`, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+      return { status: response.status, body: await response.json() }
+    },
+
     // Start the outbox listener (`manage.py realtime_listen`) on this harness's database and
     // channel-layer prefix; resolves once it is the active (leader) listener and has fanned out the
     // seed's events, so a test's subscribers see only the changes the test makes. Stopped by close().

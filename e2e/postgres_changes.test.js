@@ -28,14 +28,7 @@ after(async () => {
   await h.close()
 })
 
-async function api(user, method, path, body) {
-  const response = await fetch(`${server.httpURL}/api/realtime/${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${h.token(user)}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  })
-  return { status: response.status, body: await response.json() }
-}
+const api = (user, method, path, body) => h.realtimeApi(server, user, method, path, body)
 
 // The teacher marks their group's student through the REST API (a real UPDATE/INSERT of attendance).
 async function markGroupA(status) {
