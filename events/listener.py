@@ -216,9 +216,8 @@ class Listener:
 
 def _batched(topic: str, items: list[dict]) -> dict:
     """A topic's messages of one batch as one channel-layer message (`realtime.batch`, handled by
-    the consumer item by item, in order). Each server process pops its channel-layer messages one
-    at a time, two Redis round trips each, so the count of messages, not their size, is what
-    limits a process's intake; under database load those round trips were the bottleneck."""
+    the consumer item by item, in order). A server process's intake is bounded by the count of
+    channel-layer messages (Redis round trips), not their size (harry_realtime/channel_layer.py)."""
     if len(items) == 1:
         return items[0]
     return {"type": "realtime.batch", "topic": topic, "messages": items}

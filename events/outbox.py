@@ -172,17 +172,21 @@ def events_mark_delivered(*, user_id: Any, seqs: list[int]) -> int:
     )
 
 
+def _prayer_aware(cultural: dict | None) -> bool:
+    """`cultural.prayerTimeAware: false` (the broadcast API's flag) opts an event out of holding."""
+    return bool((cultural or {}).get("prayerTimeAware", True))
+
+
 def prayer_release_at(
     *, organization: Any, priority: str, kind: str, cultural: dict | None, at: datetime
 ) -> datetime | None:
     """When the culture policy holds a delivery for the school's prayer window, the window's end.
 
-    `cultural.prayerTimeAware: false` (the broadcast API's flag) opts an event out.
     REALTIME_PRAYER_HOLD=false turns holding off for sockets (pushes have their own flag).
     """
     from culture.delivery import delivery_decision
 
-    if not settings.REALTIME_PRAYER_HOLD or not (cultural or {}).get("prayerTimeAware", True):
+    if not settings.REALTIME_PRAYER_HOLD or not _prayer_aware(cultural):
         return None
     deliver_now, release_at = delivery_decision(organization=organization, priority=priority, kind=kind, at=at)
     return None if deliver_now else release_at
@@ -194,22 +198,22 @@ def events_hold_for_prayer(events: list[RealtimeEvent], *, at: datetime) -> set[
 
     One prayer status per school per batch; critical events and live data changes never wait.
     """
-    from culture.delivery import may_be_held
+    from culture.delivery import decide, may_be_held, organization_prayer_status
 
     if not settings.REALTIME_PRAYER_HOLD:
         return set()
-    releases: dict[Any, datetime | None] = {}
+    statuses: dict[Any, Any] = {}
     held: dict[datetime, list[int]] = defaultdict(list)
     for event in events:
-        if not may_be_held(priority=event.priority, kind=event.event_type):
+        if not may_be_held(priority=event.priority, kind=event.event_type) or not _prayer_aware(event.cultural_context):
             continue
-        org = event.organization_id
-        if org not in releases:
-            releases[org] = prayer_release_at(
-                organization=event.organization, priority=event.priority, kind=event.event_type, cultural={}, at=at
-            )
-        if releases[org] is not None and (event.cultural_context or {}).get("prayerTimeAware", True):
-            held[releases[org]].append(event.seq)
+        if event.organization_id not in statuses:
+            statuses[event.organization_id] = organization_prayer_status(event.organization, at)
+        deliver_now, release_at = decide(
+            priority=event.priority, kind=event.event_type, status=statuses[event.organization_id]
+        )
+        if not deliver_now:
+            held[release_at].append(event.seq)
     for release_at, seqs in held.items():
         RealtimeEvent.objects.filter(seq__in=seqs).update(scheduled_for=release_at)
     return {seq for seqs in held.values() for seq in seqs}

@@ -13,7 +13,7 @@ def _database_ok() -> tuple[bool, str]:
         return False, type(exc).__name__
 
 
-def _redis_ok() -> tuple[bool, str]:
+def redis_ok() -> tuple[bool, str]:
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         client.ping()
@@ -25,8 +25,8 @@ def _redis_ok() -> tuple[bool, str]:
 
 def healthz(request):
     db_ok, db_detail = _database_ok()
-    redis_ok, redis_detail = _redis_ok()
-    healthy = db_ok and redis_ok
+    redis_up, redis_detail = redis_ok()
+    healthy = db_ok and redis_up
     body = {
         "status": "ok" if healthy else "unavailable",
         "checks": {"database": db_detail, "redis": redis_detail},

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -21,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from harry_realtime.health import redis_ok
 from harry_realtime.tenancy import dangerously_platform_context
 
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -93,14 +93,8 @@ class DatabaseCollector(Collector):
 
 class RedisCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        up = 1
-        try:
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-            client.ping()
-            client.close()
-        except redis.RedisError:
-            up = 0
-        yield GaugeMetricFamily("harry_redis_up", "1 when Redis answers a PING.", value=up)
+        up, _ = redis_ok()
+        yield GaugeMetricFamily("harry_redis_up", "1 when Redis answers a PING.", value=int(up))
 
 
 def _registry() -> CollectorRegistry:
