@@ -101,6 +101,15 @@ def seed(env: dict, org_id: str, admin_id: str) -> list[tuple[str, str]]:
     return rows
 
 
+def analyze(owner_url: str) -> None:
+    """Planner statistics, as autovacuum keeps them in production. Without them the just-seeded
+    tables look empty, and the trigger's lookups scan a school's rows instead of using the key."""
+    import psycopg
+
+    with psycopg.connect(owner_url.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def start_listener(env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "realtime_listen", "--poll-interval", "1"],
@@ -361,6 +370,7 @@ def main() -> int:
     server = listener = None
     try:
         rows = seed(env, school["org"], admin["id"])
+        analyze(prepared["env"]["DATABASE_OWNER_URL"])
         listener = start_listener(env)
         wait_until_drained(dsn)
         server, port = start_server(SERVER, env, workers=WEB_WORKERS)

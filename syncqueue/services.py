@@ -297,6 +297,22 @@ class Known:
         if op.table_name == "attendance" and (key := _mark_key(record)) is not None:
             self.absent_marks.discard(key)
 
+    def take(self, op: IncomingOperation, changes: dict[str, Any]) -> bool:
+        """Claim the free record id and lesson day a planned INSERT will use; False if either may be taken."""
+        mark = _lesson_day(changes) if op.table_name == "attendance" else None
+        if (op.record_id is not None and op.record_id not in self.absent_ids) or (
+            mark is not None and mark not in self.absent_marks
+        ):
+            return False
+        self.absent_ids.discard(op.record_id)
+        self.absent_marks.discard(mark)
+        return True
+
+
+def _lesson_day(changes: dict[str, Any]) -> tuple[Any, Any, date]:
+    """The attendance mark's (student, group, day) of cleaned changes: the lesson-day unique key."""
+    return (changes["student_id"], changes["group_id"], changes.get("attendance_date") or timezone.localdate())
+
 
 def _mark_key(data: dict[str, Any]) -> tuple[uuid.UUID, uuid.UUID, Any] | None:
     try:
@@ -333,7 +349,8 @@ def known_read(ops: list[IncomingOperation]) -> Known:
     return known
 
 
-def _insert_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any], known: Known | None):
+def _new_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any], *, id_free: bool):
+    """The unsaved row an INSERT writes, with what the server adds; refused if its id is taken."""
     model = spec.model
     values = dict(changes)
     values["organization_id"] = actor.tenant.organization_id
@@ -349,15 +366,9 @@ def _insert_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: d
         values["author_id"] = actor.user_id
     if op.table_name == "attendance" and values.get("teacher_id") is None:
         raise OperationRefused("missing_field", "An admin marking attendance names the teacher.", ["teacher_id"])
-    if (
-        op.record_id is not None
-        and (known is None or op.record_id not in known.absent_ids)
-        and model.objects.filter(pk=op.record_id).exists()
-    ):
+    if op.record_id is not None and not id_free and model.objects.filter(pk=op.record_id).exists():
         raise OperationRefused("already_exists", "A record with this id already exists.")
-    obj = model(**values)
-    obj.save(force_insert=True)
-    return obj
+    return model(**values)
 
 
 def _offline_marks(actor: Actor, op: IncomingOperation) -> dict[str, Any]:
@@ -483,29 +494,52 @@ def _resolve(actor: Actor, op: IncomingOperation, obj, changes: dict[str, Any]) 
     )
 
 
-def operation_apply(*, actor: Actor, op: IncomingOperation, known: Known | None = None) -> Outcome:
-    """Apply one operation inside the caller's transaction; raises OperationRefused on a refusal."""
+def _checked_changes(actor: Actor, op: IncomingOperation) -> tuple[TableSpec, dict[str, Any]]:
+    """The table and the device's cleaned data, once the operation passed the rules for its kind."""
     spec = TABLES.get(op.table_name)
     if spec is None:
         raise OperationRefused("unknown_table", f"Offline writes to {op.table_name!r} are not supported.")
     changes = clean_changes(spec, actor.role, op.operation_type, op.data if op.operation_type != "DELETE" else {})
     _check_operation_rules(actor, op)
+    if op.operation_type == "INSERT":
+        _check_new_values(actor, op.table_name, changes)
+    return spec, changes
+
+
+def insert_plan(*, actor: Actor, op: IncomingOperation, known: Known):
+    """The unsaved row of an INSERT that needs no lookup, to be written with others in one statement.
+
+    None when the operation must go through `operation_apply` (not an INSERT, or its record id or
+    lesson day may be taken). Refuses exactly as `operation_apply` would.
+    """
+    if op.operation_type != "INSERT" or op.table_name not in TABLES:
+        return None
+    spec, changes = _checked_changes(actor, op)
+    if not known.take(op, changes):
+        return None
+    return _new_row(spec, actor, op, {**changes, **_offline_marks(actor, op)}, id_free=True)
+
+
+def operation_apply(*, actor: Actor, op: IncomingOperation, known: Known | None = None) -> Outcome:
+    """Apply one operation inside the caller's transaction; raises OperationRefused on a refusal."""
+    spec, changes = _checked_changes(actor, op)
     model = spec.model
 
     if op.operation_type == "INSERT":
-        _check_new_values(actor, op.table_name, changes)
         existing = None
         if op.table_name == "attendance":
-            day = changes.get("attendance_date") or timezone.localdate()
-            if known is None or (changes["student_id"], changes["group_id"], day) not in known.absent_marks:
+            student_id, group_id, day = mark = _lesson_day(changes)
+            if known is None or mark not in known.absent_marks:
                 # Another device (or the web app) marked the same student for the same lesson day.
                 existing = (
                     model.objects.select_for_update()
-                    .filter(student_id=changes["student_id"], group_id=changes["group_id"], attendance_date=day)
+                    .filter(student_id=student_id, group_id=group_id, attendance_date=day)
                     .first()
                 )
         if existing is None:
-            obj = _insert_row(spec, actor, op, {**changes, **_offline_marks(actor, op)}, known)
+            id_free = known is not None and op.record_id in known.absent_ids
+            obj = _new_row(spec, actor, op, {**changes, **_offline_marks(actor, op)}, id_free=id_free)
+            obj.save(force_insert=True)
             return _completed(obj)
         _check_row_access(actor, op.table_name, existing)
         resolution = _resolve(actor, op, existing, changes)
@@ -845,36 +879,112 @@ def _apply_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoint
     raise AssertionError("unreachable")
 
 
+def _plan_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoints: OperationSavepoints):
+    """`insert_plan` under the operation's savepoint: a row to write with others, a refusal, or
+    None (the operation takes `_apply_isolated`, which also judges any database error here)."""
+    try:
+        with savepoints.operation():
+            return insert_plan(actor=actor, op=op, known=known)
+    except OperationRefused as refusal:
+        return Outcome(status="failed", error=refusal.as_error())
+    except DatabaseError:
+        return None
+
+
+def _insert_together(rows: list, savepoints: OperationSavepoints) -> bool:
+    """One multi-row INSERT under one savepoint; False (and nothing written) if any row failed."""
+    try:
+        with savepoints.operation():
+            type(rows[0]).objects.bulk_create(rows)
+    except DatabaseError:
+        return False
+    return True
+
+
+class _ChunkRun:
+    """Applies a chunk's claimed operations and collects their outcome rows, in priority order.
+
+    INSERTs that need no lookup are planned (`insert_plan`) and written table by table, one
+    multi-row statement each (`_insert_together`): per row, the parse, plan, executor start and
+    trigger set-up of a statement are most of what the database spends. Any other operation
+    first writes what was planned before it, so it sees those rows. Within a table the rows keep
+    the priority order, and so do their change events; across tables the order of the writes
+    inside the transaction does not show, since the chunk commits at once and the tables share
+    no rows. If a statement fails (a lesson day or id taken meanwhile, a lock timeout), its
+    savepoint undoes it and each of its operations runs again on its own, with its own outcome.
+    """
+
+    def __init__(self, actor: Actor, ops: list[IncomingOperation], results: dict[str, dict]):
+        self.actor, self.results = actor, results
+        self.position = {op.operation_id: index for index, op in enumerate(ops)}
+        self.known = known_read(ops)
+        self.savepoints = OperationSavepoints()
+        self.planned: dict[type, list[tuple[IncomingOperation, Any, float]]] = {}
+        self.done: list[tuple[str, dict]] = []
+
+    def apply(self, op: IncomingOperation) -> None:
+        started = time.perf_counter()
+        try:
+            planned = _plan_isolated(self.actor, op, self.known, self.savepoints)
+        except Exception:
+            self.flush()  # the operations planned before this one stand
+            raise
+        if isinstance(planned, Outcome):
+            self._record(op, planned, started)
+        elif planned is not None:
+            self.planned.setdefault(type(planned), []).append((op, planned, started))
+        else:
+            self.flush()
+            self._record(op, _apply_isolated(self.actor, op, self.known, self.savepoints), started)
+
+    def flush(self) -> None:
+        while self.planned:
+            planned = self.planned.pop(next(iter(self.planned)))
+            if _insert_together([row for _, row, _ in planned], self.savepoints):
+                for op, row, started in planned:
+                    outcome = _completed(row)
+                    self.known.written(op, outcome.record)
+                    self._record(op, outcome, started)
+                continue
+            for op, _, started in planned:
+                self._record(op, _apply_isolated(self.actor, op, self.known, self.savepoints), started)
+
+    def finished(self) -> list[tuple[str, dict]]:
+        """(operation id, outcome row) of every operation done, in the chunk's priority order."""
+        return sorted(self.done, key=lambda item: self.position[item[0]])
+
+    def _record(self, op: IncomingOperation, outcome: Outcome, started: float) -> None:
+        values = _outcome_values(op, outcome, started)
+        self.results[op.operation_id] = values["result"]
+        self.done.append((op.operation_id, values))
+
+
 def _run_chunk(actor: Actor, device_id: str, ops: list[IncomingOperation], results: dict[str, dict]) -> list[str]:
     """Claim, apply and record `ops` (priority order) in the current transaction.
 
     Fills `results` by operation id and returns the ids applied here. An unexpected error in
-    one operation stops the chunk: the operations before it keep their outcomes, the claims of
-    the rest are released, and the error is re-raised once the caller has committed.
+    one operation stops the chunk: the operations finished before it keep their outcomes, the
+    claims of the rest are released, and the error is re-raised once the caller has committed.
     """
     # The claim waits as long as a concurrent upload of the same operations takes to commit (one
     # chunk); the lock timeout, which turns a wait into a `pending` outcome, is for the operations.
     claimed = _claim(actor, device_id, ops)
     _set_lock_timeout()
     mine = [op for op in ops if op.operation_id in claimed]
-    known = known_read(mine)
-    done: list[tuple[str, dict]] = []
+    run = _ChunkRun(actor, mine, results)
     crash: Exception | None = None
-    savepoints = OperationSavepoints()
-    with connection.execute_wrapper(savepoints):
-        for position, op in enumerate(mine):
-            started = time.perf_counter()
-            try:
-                outcome = _apply_isolated(actor, op, known, savepoints)
-            except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the commit
-                crash = exc
-                _release_claims(device_id, [o.operation_id for o in mine[position:]])
-                break
-            values = _outcome_values(op, outcome, started)
-            results[op.operation_id] = values["result"]
-            done.append((op.operation_id, values))
+    with connection.execute_wrapper(run.savepoints):
+        try:
+            for op in mine:
+                run.apply(op)
+            run.flush()
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the commit
+            crash = exc
+            finished = {operation_id for operation_id, _ in run.done}
+            _release_claims(device_id, [op.operation_id for op in mine if op.operation_id not in finished])
+        done = run.finished()
         _store_outcomes(device_id, done)
-        savepoints.flush()
+        run.savepoints.flush()
     results.update(_stored_results(device_id, [op.operation_id for op in ops if op.operation_id not in claimed]))
     if crash is not None:
         raise _ChunkCrashed(crash)

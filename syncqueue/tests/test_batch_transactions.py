@@ -1,6 +1,8 @@
 """Savepoint per operation inside batch transactions: failures stay isolated, outcomes are kept."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import FeedbackEntry, HomeTask
@@ -58,14 +60,14 @@ def test_batch_longer_than_one_transaction_applies_every_operation_once_in_order
 def test_an_unexpected_error_keeps_the_operations_before_it_and_releases_the_rest(schools, monkeypatch):
     a = schools.a
     ops = [feedback(a, f"crash {i}") for i in range(5)]
-    real_apply = services.operation_apply
+    real_new_row = services._new_row
 
-    def apply(*, actor, op, known=None):
+    def new_row(spec, actor, op, changes, *, id_free):
         if op.data["content"] == "crash 2":
             raise RuntimeError("a bug")
-        return real_apply(actor=actor, op=op, known=known)
+        return real_new_row(spec, actor, op, changes, id_free=id_free)
 
-    monkeypatch.setattr(services, "operation_apply", apply)
+    monkeypatch.setattr(services, "_new_row", new_row)
     tenant = services.Tenant(organization_id=a.org.pk, user_id=a.teacher_user.pk, role="teacher")
     parsed = [parse_operation(o, batch_context={}) for o in ops]
     with pytest.raises(RuntimeError, match="a bug"):
@@ -76,8 +78,48 @@ def test_an_unexpected_error_keeps_the_operations_before_it_and_releases_the_res
     assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="crash ").count()) == 2
 
     # The device retries the batch once the bug is fixed: the rest applies, the first two are repeats.
-    monkeypatch.setattr(services, "operation_apply", real_apply)
+    monkeypatch.setattr(services, "_new_row", real_new_row)
     parsed = [parse_operation(o, batch_context={}) for o in ops]
     body = services.operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
     assert [r["status"] for r in body["results"]] == ["duplicate"] * 2 + ["completed"] * 3
     assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="crash ").count()) == 5
+
+
+def task(school, title, **extra):
+    data = {"student_id": str(school.student.pk), "group_id": str(school.group.pk), "title": title}
+    return op("home_tasks", data=data, **extra)
+
+
+def task_events():
+    from events.models import RealtimeEvent
+
+    return platform(
+        lambda: list(
+            RealtimeEvent.objects.filter(source_table="home_tasks", event_payload__title__startswith="together")
+            .order_by("seq")
+            .values_list("event_payload__title", flat=True)
+        )
+    )
+
+
+def test_inserts_written_together_keep_their_order_and_events(schools, client_for, upload):
+    a = schools.a
+    ops = [task(a, f"together {i}", priority=9 - i) for i in range(6)]
+    with CaptureQueriesContext(connection) as queries:
+        body = upload(client_for(a.teacher_user), list(reversed(ops)))
+    assert sum('INSERT INTO "home_tasks"' in q["sql"] for q in queries.captured_queries) == 1
+    assert body["appliedOrder"] == [o["id"] for o in ops]  # priority order, whatever the upload order
+    assert all(r["status"] == "completed" and r["syncVersion"] == 1 for r in body["results"])
+    assert task_events() == [f"together {i}" for i in range(6)]
+
+
+def test_a_failing_row_among_inserts_written_together_fails_alone(schools, client_for, upload):
+    a, b = schools.a, schools.b
+    # School B's task id is invisible to A, so the plan thinks it free and the multi-row INSERT
+    # fails on the primary key; each operation then runs on its own.
+    ops = [task(a, "together 0"), task(a, "together clash", recordId=str(b.task.pk)), task(a, "together 2")]
+    body = upload(client_for(a.teacher_user), ops)
+    assert [r["status"] for r in body["results"]] == ["completed", "failed", "completed"]
+    assert body["results"][1]["error"]["code"] == "integrity_error"
+    assert task_events() == ["together 0", "together 2"]  # nothing of the failed statement stays
+    assert platform(lambda: HomeTask.objects.filter(title__startswith="together").count()) == 2
