@@ -239,6 +239,7 @@ def injector(env: dict, rows: list[tuple[str, str]], rate: int, label: str) -> t
 
 
 async def client(index: int, url: str, topic: str, group: str, token: str, ready: list, runs: dict) -> None:
+    import orjson
     import websockets
 
     binding = {"event": "UPDATE", "schema": "public", "table": "attendance", "filter": f"group_id=eq.{group}"}
@@ -257,7 +258,7 @@ async def client(index: int, url: str, topic: str, group: str, token: str, ready
                 now = time.time()
                 if '"postgres_changes"' not in raw[:200]:
                     continue  # the broadcast twin of each change: not what is measured
-                message = json.loads(raw)
+                message = orjson.loads(raw)
                 if message[3] != "postgres_changes":
                     continue
                 label, write_id, sent = message[4]["data"]["record"]["notes"].split(":")

@@ -2,7 +2,18 @@ import json
 
 import pytest
 
-from events.protocol import VSN_1, VSN_2, Message, ProtocolError, decode_binary, decode_text, encode, reply
+from events.protocol import (
+    VSN_1,
+    VSN_2,
+    Message,
+    ProtocolError,
+    decode_binary,
+    decode_text,
+    encode,
+    payload_size,
+    push,
+    reply,
+)
 
 
 def binary_push(join_ref: str, ref: str, topic: str, event: str, payload: bytes, *, meta: str = "", encoding=1):
@@ -83,3 +94,15 @@ def test_binary_metadata_sits_beside_the_payload():
 def test_garbage_binary_frames_raise_protocol_error(frame):
     with pytest.raises(ProtocolError):
         decode_binary(frame)
+
+
+def test_non_ascii_travels_as_utf8_and_payload_size_counts_its_bytes():
+    frame = encode(push("realtime:t", "broadcast", {"text": "Salom, o‘quvchi! مرحبا"}), VSN_2)
+    assert "مرحبا" in frame and "\\u" not in frame
+    assert decode_text(frame, VSN_2).payload == {"text": "Salom, o‘quvchi! مرحبا"}
+    assert payload_size({"t": "ع"}) == len('{"t":"ع"}'.encode())
+
+
+def test_integers_beyond_64_bits_are_encoded_exactly():
+    frame = encode(push("realtime:t", "broadcast", {"points": 10**30}), VSN_2)
+    assert '"points":1000000000000000000000000000000' in frame
