@@ -12,7 +12,8 @@ How an upload is applied (`operations_upload`):
    (constraint, lock timeout) rolls back that operation only; the others of the chunk stand. The
    savepoint statements ride along with the operation's first query (`OperationSavepoints`), and
    what the chunk's INSERTs need to know (free record ids, free lesson days) is read in bulk
-   first (`Known`), so a plain INSERT costs one round trip instead of about nine plus a commit.
+   first (`Known`). INSERTs that need nothing more are written table by table, one multi-row
+   statement each (`_ChunkRun`); a statement that fails is undone and its operations run alone.
 4. One UPDATE stores every operation's outcome row, then the chunk commits: each change commits
    together with its outcome row, never one without the other, so exactly-once holds.
 
