@@ -7,18 +7,16 @@ byte 0 = 3, then one-byte lengths of join_ref, ref, topic, user event and metada
 encoding byte (0 raw bytes, 1 JSON), then those strings, then the payload.
 The server always answers in text; realtime-js accepts broadcasts as text arrays too.
 
-JSON goes through orjson: every fan-out frame is encoded once per socket, and the standard
-library's encoder was a quarter of a web process's time on that path. Its output is compact
-UTF-8 (no \\u escapes), so `payload_size` counts the bytes that travel.
+JSON goes through `harry_realtime.jsonutil` (orjson): every fan-out frame is encoded once per
+socket, and the standard library's encoder was a quarter of a web process's time on that path.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from harry_realtime import jsonutil
 
 VSN_1 = "1.0.0"
 VSN_2 = "2.0.0"
@@ -72,7 +70,7 @@ def _message(topic: Any, event: Any, payload: Any, ref: Any, join_ref: Any) -> M
 
 def decode_text(text: str, vsn: str) -> Message:
     try:
-        data = orjson.loads(text)
+        data = jsonutil.loads(text)
     except (ValueError, RecursionError):
         raise ProtocolError("malformed JSON") from None
     if vsn == VSN_2:
@@ -110,8 +108,8 @@ def decode_binary(data: bytes) -> Message:
     if encoding != ENCODING_JSON:
         raise ProtocolError("only JSON-encoded broadcast payloads are supported", topic=topic, ref=ref or None)
     try:
-        payload = orjson.loads(data[offset:]) if offset < len(data) else {}
-        meta = orjson.loads(metadata) if metadata else None
+        payload = jsonutil.loads(data[offset:]) if offset < len(data) else {}
+        meta = jsonutil.loads(metadata) if metadata else None
     except (ValueError, RecursionError):
         raise ProtocolError("malformed JSON in binary frame", topic=topic, ref=ref or None) from None
     body: dict[str, Any] = {"type": "broadcast", "event": user_event, "payload": payload}
@@ -122,10 +120,7 @@ def decode_binary(data: bytes) -> Message:
 
 
 def _dumps(value: Any) -> str:
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # an integer beyond 64 bits (a numeric column): the standard library keeps it
-        return json.dumps(value, separators=(",", ":"), default=str)
+    return jsonutil.dumps(value).decode()
 
 
 def encode(message: Message, vsn: str) -> str:
@@ -158,4 +153,4 @@ def push(topic: str, event: str, payload: Any, *, join_ref: str | None = None) -
 
 
 def payload_size(value: Any) -> int:
-    return len(_dumps(value).encode())
+    return len(jsonutil.dumps(value))

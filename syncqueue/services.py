@@ -37,7 +37,6 @@ one transaction each.
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 import uuid
@@ -53,6 +52,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
+from harry_realtime import jsonutil
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 from school.models import (
     Attendance,
@@ -589,8 +589,10 @@ def operation_apply(*, actor: Actor, op: IncomingOperation, known: Known | None 
 
 
 def _json(value) -> str | None:
-    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+    return None if value is None else jsonutil.dumps(value, default=_DJANGO_JSON.default).decode()
 
+
+_DJANGO_JSON = DjangoJSONEncoder()
 
 # Written when an operation is claimed, before it is applied: (column, SQL type).
 CLAIM_COLUMNS = (

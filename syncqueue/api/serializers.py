@@ -6,7 +6,6 @@ good envelope fails on its own, so the rest of the batch still applies.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -14,6 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from harry_realtime import jsonutil
 from syncqueue.models import STRATEGIES
 from syncqueue.policy import BATTERY_ADJUSTMENT
 from syncqueue.services import IncomingOperation
@@ -101,5 +101,5 @@ def parse_operation(raw: Any, *, batch_context: dict) -> IncomingOperation | dic
         cultural_context=cultural,
         prayer_time_context=cultural.get("prayerTimeContext") or batch_context.get("prayerTimeContext"),
         islamic_calendar_date=cultural.get("islamicDate") or batch_context.get("islamicDate"),
-        size_bytes=len(json.dumps(raw, default=str)),
+        size_bytes=len(jsonutil.dumps(raw, default=str)),
     )
