@@ -50,6 +50,7 @@ import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from harry_realtime import jsonutil
@@ -350,7 +351,7 @@ def known_read(ops: list[IncomingOperation]) -> Known:
     return known
 
 
-def _new_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any], *, id_free: bool):
+def _new_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict[str, Any], *, id_free: bool) -> Model:
     """The unsaved row an INSERT writes, with what the server adds; refused if its id is taken."""
     model = spec.model
     values = dict(changes)
@@ -507,7 +508,7 @@ def _checked_changes(actor: Actor, op: IncomingOperation) -> tuple[TableSpec, di
     return spec, changes
 
 
-def insert_plan(*, actor: Actor, op: IncomingOperation, known: Known):
+def insert_plan(*, actor: Actor, op: IncomingOperation, known: Known) -> Model | None:
     """The unsaved row of an INSERT that needs no lookup, to be written with others in one statement.
 
     None when the operation must go through `operation_apply` (not an INSERT, or its record id or
@@ -882,7 +883,9 @@ def _apply_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoint
     raise AssertionError("unreachable")
 
 
-def _plan_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoints: OperationSavepoints):
+def _plan_isolated(
+    actor: Actor, op: IncomingOperation, known: Known, savepoints: OperationSavepoints
+) -> Model | Outcome | None:
     """`insert_plan` under the operation's savepoint: a row to write with others, a refusal, or
     None (the operation takes `_apply_isolated`, which also judges any database error here)."""
     try:
@@ -894,7 +897,7 @@ def _plan_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoints
         return None
 
 
-def _insert_together(rows: list, savepoints: OperationSavepoints) -> bool:
+def _insert_together(rows: list[Model], savepoints: OperationSavepoints) -> bool:
     """One multi-row INSERT under one savepoint; False (and nothing written) if any row failed."""
     try:
         with savepoints.operation():
@@ -911,10 +914,11 @@ class _ChunkRun:
     multi-row statement each (`_insert_together`): per row, the parse, plan, executor start and
     trigger set-up of a statement are most of what the database spends. Any other operation
     first writes what was planned before it, so it sees those rows. Within a table the rows keep
-    the priority order, and so do their change events; across tables the order of the writes
-    inside the transaction does not show, since the chunk commits at once and the tables share
-    no rows. If a statement fails (a lesson day or id taken meanwhile, a lock timeout), its
-    savepoint undoes it and each of its operations runs again on its own, with its own outcome.
+    the priority order, and so do their change events. Across tables no reader can tell the
+    order of the writes, since the chunk commits at once, except by event seq: home tasks and
+    feedback share a student's `tasks:` topic, and there a chunk's events come table by table.
+    If a statement fails (a lesson day or id taken meanwhile, a lock timeout), its savepoint
+    undoes it and each of its operations runs again on its own, with its own outcome.
     """
 
     def __init__(self, actor: Actor, ops: list[IncomingOperation], results: dict[str, dict]):
@@ -922,7 +926,7 @@ class _ChunkRun:
         self.position = {op.operation_id: index for index, op in enumerate(ops)}
         self.known = known_read(ops)
         self.savepoints = OperationSavepoints()
-        self.planned: dict[type, list[tuple[IncomingOperation, Any, float]]] = {}
+        self.planned: dict[type[Model], list[tuple[IncomingOperation, Model, float]]] = {}
         self.done: list[tuple[str, dict]] = []
 
     def apply(self, op: IncomingOperation) -> None:

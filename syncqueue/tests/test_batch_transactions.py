@@ -123,3 +123,16 @@ def test_a_failing_row_among_inserts_written_together_fails_alone(schools, clien
     assert body["results"][1]["error"]["code"] == "integrity_error"
     assert task_events() == ["together 0", "together 2"]  # nothing of the failed statement stays
     assert platform(lambda: HomeTask.objects.filter(title__startswith="together").count()) == 2
+
+
+def test_an_update_after_planned_inserts_sees_the_row_they_wrote(schools, client_for, upload):
+    a = schools.a
+    record_id = "5f0b7a52-7c1e-4a55-9f3e-2a6f1c0de001"
+    insert = task(a, "together draft", recordId=record_id, priority=9)
+    other = task(a, "together other", priority=8)
+    update = op("home_tasks", "UPDATE", data={"title": "together final"}, record_id=record_id, version=1, priority=1)
+    body = upload(client_for(a.teacher_user), [update, other, insert])
+    assert body["appliedOrder"] == [insert["id"], other["id"], update["id"]]
+    assert [r["status"] for r in body["results"]] == ["completed"] * 3
+    assert platform(lambda: HomeTask.objects.get(pk=record_id).title) == "together final"
+    assert task_events() == ["together draft", "together other", "together final"]
