@@ -589,11 +589,12 @@ def operation_apply(*, actor: Actor, op: IncomingOperation, known: Known | None 
 # The queue row
 
 
+_DJANGO_JSON = DjangoJSONEncoder()
+
+
 def _json(value) -> str | None:
     return None if value is None else jsonutil.dumps(value, default=_DJANGO_JSON.default).decode()
 
-
-_DJANGO_JSON = DjangoJSONEncoder()
 
 # Written when an operation is claimed, before it is applied: (column, SQL type).
 CLAIM_COLUMNS = (
