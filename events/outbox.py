@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from events import domain, ferpa
@@ -139,17 +139,22 @@ def events_mark_processed(seqs: list[int]) -> None:
 
     Runs in the listener's platform context.
     """
-    RealtimeEvent.objects.filter(seq__in=seqs).update(
-        processed_at=timezone.now(),
-        delivery_attempts=F("delivery_attempts") + 1,
-        delivery_status=Case(
-            When(
-                Q(delivery_status="pending") & ~Q(broadcast_scope="individual"),
-                then=Value("sent", output_field=TextField()),
-            ),
-            default=F("delivery_status"),
-        ),
-    )
+    # Raw SQL: the listener runs this after every batch, and building the ORM query cost more CPU
+    # than running it.
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_PROCESSED_SQL, [timezone.now(), list(seqs)])
+
+
+_MARK_PROCESSED_SQL = f"""
+    UPDATE {RealtimeEvent._meta.db_table} SET
+        processed_at = %s,
+        delivery_attempts = delivery_attempts + 1,
+        delivery_status = CASE
+            WHEN delivery_status = 'pending' AND broadcast_scope IS DISTINCT FROM 'individual' THEN 'sent'
+            ELSE delivery_status
+        END
+    WHERE seq = ANY(%s)
+"""
 
 
 def events_mark_failed(seqs: list[int]) -> None:

@@ -33,11 +33,15 @@ def unprocessed_events(*, limit: int) -> list[RealtimeEvent]:
     Not a `seq > cursor` scan: an event that commits after a higher seq was processed is still
     unprocessed here, so out-of-order commits are never skipped.
     """
-    return list(
-        RealtimeEvent.objects.filter(
-            processed_at__isnull=True, deleted_at__isnull=True, scheduled_for__lte=timezone.now()
-        ).order_by("seq")[:limit]
-    )
+    # Raw SQL: the listener runs this on every wake-up, and building the ORM query cost more CPU
+    # than running it.
+    return list(RealtimeEvent.objects.raw(_UNPROCESSED_SQL, [timezone.now(), limit]))
+
+
+_UNPROCESSED_SQL = (
+    f"SELECT * FROM {RealtimeEvent._meta.db_table}"
+    " WHERE processed_at IS NULL AND deleted_at IS NULL AND scheduled_for <= %s ORDER BY seq LIMIT %s"
+)
 
 
 def next_scheduled_at() -> datetime | None:

@@ -238,6 +238,28 @@ def test_platform_context_restores_app_role(world):
         assert cursor.fetchone()[0] is True
 
 
+def _connection_role() -> tuple[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, session_user")
+        return cursor.fetchone()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outermost_platform_context_ends_with_its_transaction():
+    """Outside any transaction the context skips its explicit restore: the commit (or the
+    rollback) that ends its own transaction must put the app role back."""
+    assert not connection.in_atomic_block
+    with dangerously_platform_context():
+        assert _connection_role()[0] == "harry_platform"
+    current, session = _connection_role()
+    assert current == session != "harry_platform"
+    with pytest.raises(RuntimeError):
+        with dangerously_platform_context():
+            raise RuntimeError("the block fails")
+    current, session = _connection_role()
+    assert current == session != "harry_platform"
+
+
 def test_app_role_cannot_switch_rls_off():
     with pytest.raises(ProgrammingError):
         with transaction.atomic(), connection.cursor() as cursor:
