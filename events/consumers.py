@@ -329,13 +329,15 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         if event.get("sender") == self.channel_name and not channel.broadcast_self:
             return
         if "audience" in event:  # from the outbox listener: row rules, FERPA, replay seam
-            body = self.pipeline_broadcast_body(channel, event)
-            if body is None:
+            frame = self.pipeline_broadcast_frame(channel, event)
+            if frame is None:
                 return
-        else:
-            body = {"type": "broadcast", "event": event["event"], "payload": event.get("payload")}
-            if event.get("meta"):
-                body["meta"] = event["meta"]
+            await self.send(text_data=frame)
+            self.mirror.event_delivered()
+            return
+        body = {"type": "broadcast", "event": event["event"], "payload": event.get("payload")}
+        if event.get("meta"):
+            body["meta"] = event["meta"]
         await self._send(push(channel.topic, "broadcast", body))
         self.mirror.event_delivered()
 

@@ -7,8 +7,9 @@ Mixed into `RealtimeSocket` (events/consumers.py):
   join's matching bindings, only when the row is the user's to see, FERPA-filtered for them.
   The listener folds the change's broadcast into the same message (key `broadcast`), which is
   delivered first, as if it had come on its own.
-- `pipeline_broadcast_body`: the listener's broadcasts (they carry an `audience`) get the same
-  row rules and FERPA filter; events already sent by join-time replay are dropped.
+- `pipeline_broadcast_frame`: the listener's broadcasts (they carry an `audience`) get the same
+  row rules and FERPA filter; events already sent by join-time replay are dropped. What the
+  filter yields per access level is built once per process and message (`_shared`).
 - `replay_on_join`: `config.broadcast.replay = {since: <ms epoch>, limit: <n <= 1000>}` (and, as an
   extension, `after_id: <seq>`) sends the topic's stored events before any live one, each with
   `meta.id` = seq and `meta.replayed: true`. The consumer handles one message at a time and joins
@@ -29,14 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from harry_realtime.tenancy import tenant_context
 
-from . import outbox, selectors
-from .protocol import TOPIC_PREFIX, Message, push
+from . import ferpa, outbox, selectors
+from .protocol import TOPIC_PREFIX, Message, encode, push
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,24 @@ MAX_ACK_IDS = 500
 SENT_FLUSH_SECONDS = 0.2
 # Channel-layer message types whose handlers never use a database connection on the loop.
 DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast", "realtime.batch"})
+
+
+_SHARED = "__shared"
+
+
+def _shared(message: dict, key: tuple, build: Callable[[], Any]) -> Any:
+    """Built once per server process for every socket that gets `message` the same way.
+
+    The channel layer hands one deserialized message to all of this process's sockets in its
+    group; sockets at the same access level send the same filtered payload (and, for broadcasts,
+    the same frame). Filtering and encoding per socket was most of the fan-out's Python time.
+    The cache lives and dies with the message; it is never sent on."""
+    cache = message.get(_SHARED)
+    if cache is None:
+        cache = message[_SHARED] = {}
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
 
 
 def _replay_config(config: dict) -> dict | None:
@@ -129,16 +149,19 @@ class PipelineDeliveryMixin:
             except Exception:  # delivery status is bookkeeping; the socket must not suffer for it
                 log.exception("could not mark %d events sent", len(seqs))
 
-    def pipeline_broadcast_body(self, channel: Any, message: dict) -> dict | None:
-        """The broadcast body for this socket, or None when it must not be sent."""
-        if "audience" not in message:
-            return None
+    def pipeline_broadcast_frame(self, channel: Any, message: dict) -> str | None:
+        """The frame of a listener's broadcast for this socket, or None when it must not be sent."""
         if self._already_replayed(channel, message.get("meta")):
             return None
-        body = outbox.broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
-        if body is not None:
-            self._note_target(channel, message)
-        return body
+        level = outbox.broadcast_access(message, user_id=channel.user.pk, role=channel.user.role)
+        if level is None:
+            return None
+        self._note_target(channel, message)
+        return _shared(
+            message,
+            ("broadcast", channel.topic, level, self.vsn),
+            lambda: encode(push(channel.topic, "broadcast", outbox.broadcast_body(message, level)), self.vsn),
+        )
 
     async def realtime_batch(self, message: dict) -> None:
         """The listener's messages of one batch for one topic, in order (see listener._batched)."""
@@ -155,12 +178,15 @@ class PipelineDeliveryMixin:
 
     async def _send_change(self, channel: Any, message: dict) -> None:
         user = channel.user
-        body = outbox.postgres_change_for_recipient(
+        access = outbox.postgres_change_access(
             message, user_id=user.pk, role=user.role, organization_id=user.organization_id, bindings=channel.bindings
         )
-        if body is None:
+        if access is None:
             return
-        await self._send(push(channel.topic, "postgres_changes", body))
+        ids, level = access
+        # The binding ids are this socket's own; the filtered row is the same for its access level.
+        data = _shared(message, ("change data", level), lambda: ferpa.filter_change(message["data"], level))
+        await self._send(push(channel.topic, "postgres_changes", {"ids": ids, "data": data, "meta": message["meta"]}))
         self._note_target(channel, message)
         self.mirror.event_delivered()
 

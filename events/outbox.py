@@ -102,21 +102,35 @@ def messages_for(event: RealtimeEvent, *, topic: str | None = None, replayed: bo
     return out
 
 
-def broadcast_for_recipient(message: dict, *, user_id: Any, role: str) -> dict | None:
-    """The socket payload `{type:'broadcast', event, payload, meta}` for one user, or None."""
-    payload = message["payload"]
-    if not ferpa.may_receive(user_id, role, message.get("audience"), payload):
+# The access level of a broadcast that carries no audience: not about a student, sent as stored.
+UNFILTERED = "unfiltered"
+
+
+def broadcast_access(message: dict, *, user_id: Any, role: str) -> str | None:
+    """The FERPA access level at which this user gets the broadcast, or None when it is not theirs."""
+    audience = message.get("audience")
+    if not ferpa.may_receive(user_id, role, audience, message["payload"]):
         return None
-    if message.get("audience"):
-        payload = ferpa.filter_payload(payload, ferpa.access_level(user_id, message["audience"]))
+    return ferpa.access_level(user_id, audience) if audience else UNFILTERED
+
+
+def broadcast_body(message: dict, level: str) -> dict:
+    """The socket payload `{type:'broadcast', event, payload, meta}` at an access level."""
+    payload = message["payload"] if level == UNFILTERED else ferpa.filter_payload(message["payload"], level)
     return {"type": "broadcast", "event": message["event"], "payload": payload, "meta": message["meta"]}
 
 
-def postgres_change_for_recipient(
+def broadcast_for_recipient(message: dict, *, user_id: Any, role: str) -> dict | None:
+    """The socket payload for one user, or None."""
+    level = broadcast_access(message, user_id=user_id, role=role)
+    return None if level is None else broadcast_body(message, level)
+
+
+def postgres_change_access(
     message: dict, *, user_id: Any, role: str, organization_id: Any, bindings: list[Binding]
-) -> dict | None:
-    """The socket payload `{ids, data}` for one user's join, or None when no binding matches or
-    the row is not theirs to see (another school, a notification for someone else). Bindings
+) -> tuple[list[int], str] | None:
+    """(ids of the join's matching bindings, FERPA access level), or None when no binding matches
+    or the row is not theirs to see (another school, a notification for someone else). Bindings
     filter on the new row, or the old one for DELETE."""
     if str(message["organization_id"]) != str(organization_id):
         return None
@@ -127,8 +141,22 @@ def postgres_change_for_recipient(
     ids = [b.id for b in bindings if b.matches(table=data["table"], change_type=data["type"], record=row)]
     if not ids:
         return None
-    level = ferpa.access_level(user_id, message.get("audience"))
-    return {"ids": ids, "data": ferpa.filter_change(data, level), "meta": message["meta"]}
+    return ids, ferpa.access_level(user_id, message.get("audience"))
+
+
+def postgres_change_body(message: dict, ids: list[int], level: str) -> dict:
+    """The socket payload `{ids, data, meta}` at an access level."""
+    return {"ids": ids, "data": ferpa.filter_change(message["data"], level), "meta": message["meta"]}
+
+
+def postgres_change_for_recipient(
+    message: dict, *, user_id: Any, role: str, organization_id: Any, bindings: list[Binding]
+) -> dict | None:
+    """The socket payload for one user's join, or None."""
+    access = postgres_change_access(
+        message, user_id=user_id, role=role, organization_id=organization_id, bindings=bindings
+    )
+    return None if access is None else postgres_change_body(message, *access)
 
 
 # Delivery tracking ---------------------------------------------------------------------------

@@ -17,3 +17,7 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+from harry_realtime.heap import settle_startup_heap  # noqa: E402
+
+settle_startup_heap()

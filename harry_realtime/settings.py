@@ -199,6 +199,9 @@ LOGGING = {
 # The spec's index names are longer than Django's portable 30-character limit; PostgreSQL takes 63.
 SILENCED_SYSTEM_CHECKS = ["models.E034"]
 
+# Garbage-collector thresholds of the web and listener processes (harry_realtime/heap.py).
+GC_THRESHOLDS = tuple(int(n) for n in env("GC_THRESHOLDS", "50000,20,10").split(","))
+
 # Realtime gateway (events/consumers.py): the spec's limits; tests shorten the timers.
 REALTIME_MAX_CHANNELS_PER_CONNECTION = env_int("REALTIME_MAX_CHANNELS_PER_CONNECTION", 10)
 REALTIME_MAX_CONNECTIONS_PER_USER = env_int("REALTIME_MAX_CONNECTIONS_PER_USER", 5)

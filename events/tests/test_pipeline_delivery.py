@@ -125,6 +125,22 @@ async def test_ferpa_filters_student_rows_per_recipient(schools, listener):
     await admin.close()
 
 
+async def test_one_broadcast_shared_by_a_process_is_filtered_per_access_level(schools, listener):
+    """The sockets of one server process share the channel-layer message and what is built from it
+    per access level: the educator and the admin must still each get their own filtering."""
+    a = schools.a
+    topic = attendance_topic(a)
+    educator, _ = await pg_join(a.teacher_user, topic, [])
+    second_device, _ = await pg_join(a.teacher_user, topic, [])
+    admin, _ = await pg_join(a.admin_user, topic, [])
+    await sync_to_async(set_attendance)(a, "late")
+    frames = [(await s.until("broadcast", topic=topic, timeout=5)).payload for s in (educator, second_device, admin)]
+    assert [f["payload"]["access_level"] for f in frames] == ["educator", "educator", "public"]
+    assert frames[0] == frames[1] and frames[0]["meta"] == frames[2]["meta"]
+    for socket in (educator, second_device, admin):
+        await socket.close()
+
+
 async def test_replay_then_live_without_gap_or_duplicate(schools, listener):
     a = schools.a
     topic = attendance_topic(a)

@@ -6,6 +6,7 @@ import signal
 from django.core.management.base import BaseCommand
 
 from events.listener import Listener
+from harry_realtime.heap import settle_startup_heap
 
 
 class Command(BaseCommand):
@@ -16,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between safety polls")
 
     def handle(self, *args, batch_size: int, poll_interval: float, **options):
+        settle_startup_heap()
         asyncio.run(self._run(batch_size, poll_interval))
 
     async def _run(self, batch_size: int, poll_interval: float) -> None:
