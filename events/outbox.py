@@ -144,9 +144,9 @@ def postgres_change_access(
     return ids, ferpa.access_level(user_id, message.get("audience"))
 
 
-def postgres_change_body(message: dict, ids: list[int], level: str) -> dict:
-    """The socket payload `{ids, data, meta}` at an access level."""
-    return {"ids": ids, "data": ferpa.filter_change(message["data"], level), "meta": message["meta"]}
+def postgres_change_body(message: dict, ids: list[int], data: dict) -> dict:
+    """The socket payload `{ids, data, meta}`, with `data` as filtered for the recipient."""
+    return {"ids": ids, "data": data, "meta": message["meta"]}
 
 
 def postgres_change_for_recipient(
@@ -156,7 +156,10 @@ def postgres_change_for_recipient(
     access = postgres_change_access(
         message, user_id=user_id, role=role, organization_id=organization_id, bindings=bindings
     )
-    return None if access is None else postgres_change_body(message, *access)
+    if access is None:
+        return None
+    ids, level = access
+    return postgres_change_body(message, ids, ferpa.filter_change(message["data"], level))
 
 
 # Delivery tracking ---------------------------------------------------------------------------
