@@ -73,22 +73,19 @@ def tenant_context(tenant: Tenant, *, using: str = "default") -> Iterator[None]:
 def dangerously_platform_context(*, using: str = "default") -> Iterator[None]:
     """Run the block as the platform role, which sees every organization. Jobs and admin only."""
     connection = connections[using]
-    outermost = not connection.in_atomic_block
+    # When this block owns the transaction, its commit or rollback reverts SET LOCAL: reading and
+    # restoring the role would be two round trips more for the listener and the token lookups.
+    nested = connection.in_atomic_block
     with transaction.atomic(using=using):
-        if outermost:
-            # The commit or rollback that ends this transaction reverts SET LOCAL: no restore
-            # needed, two round trips fewer for the listener and the authentication lookups.
-            with connection.cursor() as cursor:
-                cursor.execute(f'SET LOCAL ROLE "{settings.DB_PLATFORM_ROLE}"')
-            yield
-            return
         with connection.cursor() as cursor:
-            cursor.execute("SELECT current_user")
-            previous_role = cursor.fetchone()[0]
+            if nested:
+                cursor.execute("SELECT current_user")
+                previous_role = cursor.fetchone()[0]
             cursor.execute(f'SET LOCAL ROLE "{settings.DB_PLATFORM_ROLE}"')
         yield
-        with connection.cursor() as cursor:
-            cursor.execute(f'SET LOCAL ROLE "{previous_role}"')
+        if nested:
+            with connection.cursor() as cursor:
+                cursor.execute(f'SET LOCAL ROLE "{previous_role}"')
 
 
 def current_tenant(*, using: str = "default") -> Tenant | None:
