@@ -28,7 +28,6 @@ BENCH_WRITERS (8), BENCH_SERVER (uvicorn); DATABASE_URL/REDIS_URL as for the tes
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import secrets
@@ -307,9 +306,10 @@ async def measure(port: int, env: dict, dsn: str, org_id: str, admin_id: str, to
             [t.result() for t in tasks if t.done()]
     await asyncio.sleep(WARMUP_SECONDS)  # the joins' own bookkeeping settles first
     # The load generator's own full collections (its 200 sockets' state) would show up as
-    # delivery latency; the servers under test do the same at start-up (harry_realtime/heap.py).
-    gc.collect()
-    gc.freeze()
+    # delivery latency: it settles its heap as the servers under test do at start-up.
+    from harry_realtime.heap import settle_startup_heap
+
+    settle_startup_heap()
     results = []
     loop = asyncio.get_running_loop()
     for rate in RATES:
