@@ -43,6 +43,21 @@ def fresh_channel_layer():
 
 
 @pytest.fixture(autouse=True)
+def no_login_failures_carried_over():
+    """Failed sign-ins are counted in Redis per client address (all test clients are 127.0.0.1):
+    each test starts with none, as a production window would eventually."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "harry")
+    keys = list(client.scan_iter(f"{prefix}:login_failures:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def no_prayer_hold(settings):
     """Socket deliveries would otherwise depend on the hour the suite runs at; the tests of the
     prayer hold turn it back on and give the moment explicitly."""
@@ -77,9 +92,9 @@ def api():
 
 @pytest.fixture
 def token_for():
-    from harry_realtime.auth import issue_token_pair
+    from harry_realtime.auth import issue_access_token
 
-    return lambda user: issue_token_pair(user)["access"]
+    return lambda user: issue_access_token(user)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from harry_realtime.auth import issue_token_pair  # noqa: E402
+from harry_realtime.auth import issue_access_token  # noqa: E402
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context  # noqa: E402
 
 STUDENTS_PER_DEVICE = 25
@@ -174,7 +174,7 @@ def run_devices(base: str, fleet: list[dict], ops_per_device: int, batch: int):
 
     def device(index: int, d: dict) -> None:
         ops = operations_for(d, ops_per_device, index)
-        headers = {"Authorization": f"Bearer {issue_token_pair(d['user'])['access']}"}
+        headers = {"Authorization": f"Bearer {issue_access_token(d['user'])}"}
         with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
             barrier.wait()
             for start in range(0, len(ops), batch):

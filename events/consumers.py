@@ -32,7 +32,7 @@ from harry_realtime.tenancy import tenant_context
 from presence import state as presence_state
 from presence.mirror import PresenceMirror
 
-from . import limits
+from . import limits, revocation
 from .bindings import Binding, BindingError, parse_bindings
 from .delivery import PipelineDeliveryMixin, validate_replay
 from .protocol import (
@@ -53,6 +53,7 @@ from .topics import Topic, TopicDenied, authorize_topic, group_name
 log = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 
 
@@ -129,6 +130,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         self.watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     async def disconnect(self, code: int) -> None:
+        revocation.forget(self.channel_name)
         await self.mirror.closed()
         if self.watchdog is not None:
             self.watchdog.cancel()
@@ -245,6 +247,9 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             except limits.ConnectionLimitReached as exc:
                 raise JoinRefused(exc.reason) from None
             self.slot = slot
+            revocation.watch(
+                self.channel_name, user_id=claims.user_id, organization_id=claims.organization_id, role=claims.role
+            )
         presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
         return JoinedChannel(
             topic=topic,
@@ -421,6 +426,14 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
                 ago = int(now - channel.claims.expires_at)
                 await self._system(channel, "system", "error", f"Token has expired {ago} seconds ago")
                 await self.leave_channel(channel, notify=True)
+
+    async def realtime_revoked(self, event: dict[str, Any]) -> None:
+        """The socket's user may no longer sign in (events/revocation.py): end every channel, close."""
+        log.info("closing socket: user %s may no longer sign in", self.slot.user_id if self.slot else None)
+        for channel in list(self.channels_joined.values()):
+            await self._system(channel, "system", "error", "Unauthorized: this account may no longer sign in")
+            await self.leave_channel(channel, notify=True)
+        await self.close(code=CLOSE_POLICY_VIOLATION)
 
     def _next_deadline(self) -> float:
         """Seconds until the idle timeout or the earliest token expiry of a joined channel."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import uuid
 from dataclasses import dataclass
 
 from school import selectors
@@ -19,14 +18,17 @@ from school.models import Role, User
 
 audit = logging.getLogger("harry.audit")
 
-_UUID = r"[0-9a-fA-F-]{36}"
+# Canonical ids only (lowercase, hyphenated), and the whole name must match (fullmatch: `$` would
+# also accept a trailing newline): one subject has exactly one topic name, so no alias of a topic
+# can be joined past the checks that compare names.
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 PATTERNS = {
-    "rankings": re.compile(rf"^rankings:org_(?P<org>{_UUID}):student_(?P<subject>{_UUID})$"),
-    "tasks": re.compile(rf"^tasks:org_(?P<org>{_UUID}):student_(?P<subject>{_UUID})$"),
-    "attendance": re.compile(rf"^attendance:org_(?P<org>{_UUID}):group_(?P<subject>{_UUID})$"),
-    "groups": re.compile(rf"^groups:org_(?P<org>{_UUID}):teacher_(?P<subject>{_UUID})$"),
+    "rankings": re.compile(rf"rankings:org_(?P<org>{_UUID}):student_(?P<subject>{_UUID})"),
+    "tasks": re.compile(rf"tasks:org_(?P<org>{_UUID}):student_(?P<subject>{_UUID})"),
+    "attendance": re.compile(rf"attendance:org_(?P<org>{_UUID}):group_(?P<subject>{_UUID})"),
+    "groups": re.compile(rf"groups:org_(?P<org>{_UUID}):teacher_(?P<subject>{_UUID})"),
     "notifications": re.compile(
-        rf"^notifications:org_(?P<org>{_UUID}):role_(?P<subject>student|teacher|admin|parent|all)$"
+        rf"notifications:org_(?P<org>{_UUID}):role_(?P<subject>student|teacher|admin|parent|all)"
     ),
 }
 ROLE_TOPIC_VALUES = ("student", "teacher", "admin", "parent", "all")
@@ -51,15 +53,10 @@ class Topic:
 def parse_topic(name: str) -> Topic:
     kind = name.split(":", 1)[0]
     pattern = PATTERNS.get(kind)
-    match = pattern.match(name) if pattern else None
+    match = pattern.fullmatch(name) if pattern else None
     if match is None:
         raise TopicDenied(f"Unauthorized: unknown topic pattern {name!r}")
-    try:
-        org = str(uuid.UUID(match["org"]))
-        subject = match["subject"] if kind == "notifications" else str(uuid.UUID(match["subject"]))
-    except ValueError:
-        raise TopicDenied(f"Unauthorized: malformed id in topic {name!r}") from None
-    return Topic(name=name, kind=kind, organization_id=org, subject=subject)
+    return Topic(name=name, kind=kind, organization_id=match["org"], subject=match["subject"])
 
 
 def _may_join(user: User, topic: Topic) -> bool:

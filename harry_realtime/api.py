@@ -19,11 +19,15 @@ from .tenancy import Tenant, tenant_context
 class ApiError(exceptions.APIException):
     """A domain error with its own HTTP status and machine-readable code."""
 
-    def __init__(self, code: str, message: str, *, status_code: int = 400, details=None):
+    def __init__(
+        self, code: str, message: str, *, status_code: int = 400, details=None, retry_after: int | None = None
+    ):
         super().__init__(message, code)
         self.status_code = status_code
         self.error_code = code
         self.details = details
+        # DRF's handler turns `wait` into a Retry-After header.
+        self.wait = retry_after
 
 
 def error_body(code: str, message: str, details=None) -> dict:

@@ -42,6 +42,9 @@ class HarryRealtimeConfig(AppConfig):
     verbose_name = "Harry Realtime platform"
 
     def ready(self) -> None:
+        from .logredact import install
+
+        install()
         connection_created.connect(_refuse_rls_bypass, dispatch_uid="refuse_rls_bypass")
         post_migrate.connect(_grant_app_roles, dispatch_uid="grant_app_roles")
         user_logged_in.disconnect(dispatch_uid="update_last_login")

@@ -34,6 +34,10 @@ class TokenClaims:
     role: str
     expires_at: int
     token_type: str
+    # `jti`: a refresh token's row in auth_refresh_tokens. `fam`: the sign-in session (refresh
+    # family) an access or refresh token belongs to; tokens minted outside a session have none.
+    token_id: str | None = None
+    family_id: str | None = None
 
     @property
     def tenant(self) -> Tenant:
@@ -43,7 +47,7 @@ class TokenClaims:
         return self.expires_at - (now if now is not None else time.time())
 
 
-def _encode(user, token_type: str, ttl: int) -> str:
+def encode_token(user, token_type: str, ttl: int, *, token_id: str | None = None, family_id: str | None = None) -> str:
     now = int(time.time())
     claims = {
         "sub": str(user.pk),
@@ -53,18 +57,19 @@ def _encode(user, token_type: str, ttl: int) -> str:
         "iat": now,
         "exp": now + ttl,
         "iss": settings.JWT_ISSUER,
-        "jti": uuid.uuid4().hex,
+        "jti": token_id or uuid.uuid4().hex,
     }
+    if family_id:
+        claims["fam"] = family_id
     return jwt.encode(claims, settings.JWT_SIGNING_KEY, algorithm=settings.JWT_ALGORITHM)
 
 
-def issue_token_pair(user) -> dict[str, str]:
+def issue_access_token(user, *, family_id: str | None = None) -> str:
+    """An access token (no database write). Sign-in and refresh go through harry_realtime.services,
+    which also record the refresh token."""
     if not user.organization_id:
         raise TokenError("no_organization", "Platform accounts sign in to the admin only.")
-    return {
-        "access": _encode(user, ACCESS, settings.JWT_ACCESS_TTL_SECONDS),
-        "refresh": _encode(user, REFRESH, settings.JWT_REFRESH_TTL_SECONDS),
-    }
+    return encode_token(user, ACCESS, settings.JWT_ACCESS_TTL_SECONDS, family_id=family_id)
 
 
 def verify_token(token: str, *, expected_type: str = ACCESS) -> TokenClaims:
@@ -96,7 +101,13 @@ def verify_token(token: str, *, expected_type: str = ACCESS) -> TokenClaims:
         role=payload["role"],
         expires_at=int(payload["exp"]),
         token_type=payload["type"],
+        token_id=_optional_str(payload.get("jti")),
+        family_id=_optional_str(payload.get("fam")),
     )
+
+
+def _optional_str(value) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _unverified_exp(token: str) -> int | None:

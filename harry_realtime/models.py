@@ -40,3 +40,25 @@ class SyncVersionedModel(TenantModel):
 
     class Meta:
         abstract = True
+
+
+class RefreshToken(TenantModel):
+    """One issued refresh token; `id` is its JWT `jti`.
+
+    A sign-in starts a family (`family_id`, also carried by the family's access tokens); each
+    refresh spends one token (`used_at`) and adds the next. Spending a spent token again revokes
+    the whole family (`revoked_at`), as does signing out. Rows are pruned after they expire.
+    """
+
+    family_id = models.UUIDField()
+    user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "auth_refresh_tokens"
+        indexes = [
+            models.Index(fields=["family_id"], name="auth_refresh_tokens_family"),
+            models.Index(fields=["user", "expires_at"], name="auth_refresh_tokens_user_exp"),
+        ]

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -21,7 +22,13 @@ def env_int(name: str, default: int) -> int:
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env("DJANGO_SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production")
+# The published development key. A process refuses to start with it (or with a short key) unless
+# HARRY_INSECURE_DEV_KEYS=1, which `make run`, `make test`, the benchmarks and the e2e suite set:
+# anyone could sign tokens with a published key.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production"
+MIN_KEY_LENGTH = 32
+INSECURE_DEV_KEYS = env_bool("HARRY_INSECURE_DEV_KEYS", False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 ALLOWED_HOSTS = [h for h in env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver,*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -136,10 +143,29 @@ if env_bool("FAST_PASSWORD_HASHER", False):
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 JWT_SIGNING_KEY = env("JWT_SIGNING_KEY", SECRET_KEY)
+
+
+def _refuse_development_keys() -> None:
+    for name, value in (("DJANGO_SECRET_KEY", SECRET_KEY), ("JWT_SIGNING_KEY", JWT_SIGNING_KEY)):
+        if value == DEV_SECRET_KEY or len(value) < MIN_KEY_LENGTH:
+            raise ImproperlyConfigured(
+                f"{name} is the published development key or shorter than {MIN_KEY_LENGTH} characters:"
+                " set DJANGO_SECRET_KEY and JWT_SIGNING_KEY (e.g. `openssl rand -hex 32`), or"
+                " HARRY_INSECURE_DEV_KEYS=1 on a development machine."
+            )
+
+
+if not INSECURE_DEV_KEYS:
+    _refuse_development_keys()
 JWT_ALGORITHM = "HS256"
 JWT_ACCESS_TTL_SECONDS = env_int("JWT_ACCESS_TTL_SECONDS", 3600)
 JWT_REFRESH_TTL_SECONDS = env_int("JWT_REFRESH_TTL_SECONDS", 30 * 24 * 3600)
 JWT_ISSUER = env("JWT_ISSUER", "harry-realtime")
+# Failed logins (wrong password or unknown user) counted in Redis per account and per client
+# address over a window; past either limit, /api/auth/token answers 429 until the window ends.
+LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)
+LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900)
 # When set, the websocket `apikey` must equal it; when empty, the apikey may carry the user's JWT.
 REALTIME_API_KEY = env("REALTIME_API_KEY", "")
 # Bearer token for GET /metrics; empty means loopback clients only.
@@ -188,7 +214,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Tokens never reach a log: the filter also goes onto the ASGI server's own handlers
+    # (harry_realtime.logredact.install, run when the apps are ready).
+    "filters": {"redact_secrets": {"()": "harry_realtime.logredact.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
         "harry.audit": {"level": "INFO"},
@@ -212,6 +241,9 @@ REALTIME_PRAYER_HOLD = env_bool("REALTIME_PRAYER_HOLD", True)
 REALTIME_MAX_FRAME_BYTES = env_int("REALTIME_MAX_FRAME_BYTES", 1024 * 1024)
 REALTIME_MAX_MESSAGES_PER_SECOND = env_int("REALTIME_MAX_MESSAGES_PER_SECOND", 100)
 REALTIME_IDLE_TIMEOUT_SECONDS = float(env("REALTIME_IDLE_TIMEOUT_SECONDS", "60"))
+# Each web process asks PostgreSQL this often whether the users of its sockets may still sign in
+# (active, same school and role) and closes the sockets of those who may not (events/revocation.py).
+REALTIME_REVOCATION_POLL_SECONDS = float(env("REALTIME_REVOCATION_POLL_SECONDS", "2"))
 # A connection's slot in the shared per-user/per-org counts lapses unless heartbeats renew it,
 # so a crashed server process frees its slots within this time.
 REALTIME_CONNECTION_LEASE_SECONDS = float(env("REALTIME_CONNECTION_LEASE_SECONDS", "90"))

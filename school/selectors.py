@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
+from harry_realtime.tenancy import dangerously_platform_context
+
 from .models import (
     Group,
     Role,
@@ -149,3 +151,14 @@ def profile_of(user: User) -> dict:
         "children": [{"student_id": s.pk, "full_name": s.full_name} for s in children_of(user)],
         "topics": topics_for_user(user),
     }
+
+
+def dangerously_users_still_signed_in(identities: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Of (user id, organization id, role) triples, those whose user is still active in that school
+    with that role. Reads across schools as the platform role: the gateway's revocation poll only."""
+    if not identities:
+        return set()
+    with dangerously_platform_context():
+        rows = User.objects.filter(pk__in={user_id for user_id, _org, _role in identities}, is_active=True)
+        current = {(str(pk), str(org), role) for pk, org, role in rows.values_list("pk", "organization_id", "role")}
+    return identities & current

@@ -17,7 +17,7 @@ from django.db import connections
 
 from events.protocol import VSN_1, VSN_2, Message, decode_text
 from events.routing import websocket_urlpatterns
-from harry_realtime.auth import issue_token_pair
+from harry_realtime.auth import issue_access_token
 
 # The consumer reads the database from a worker thread, so test data must be committed; the
 # owner alias is listed because only it may flush the tables between tests (it owns them).
@@ -35,7 +35,7 @@ async def close_worker_connections():
 
 def token(user, *, ttl: int | None = None, **overrides) -> str:
     if ttl is None and not overrides:
-        return issue_token_pair(user)["access"]
+        return issue_access_token(user)
     now = int(time.time())
     claims = {
         "sub": str(user.pk),

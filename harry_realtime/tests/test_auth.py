@@ -6,7 +6,7 @@ import jwt
 import pytest
 from django.conf import settings
 
-from harry_realtime.auth import TokenError, issue_token_pair, verify_token
+from harry_realtime.auth import TokenError, issue_access_token, verify_token
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +141,7 @@ def test_platform_superuser_gets_no_api_token(api, schools):
 
 
 def test_inactive_user_token_stops_working(api, schools, as_user):
-    token = issue_token_pair(schools.a.student_user)["access"]
+    token = issue_access_token(schools.a.student_user)
     with as_user(schools.a.admin_user):
         schools.a.student_user.is_active = False
         schools.a.student_user.save(update_fields=["is_active"])

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from events.models import RealtimeSubscription
 from events.routing import websocket_urlpatterns
-from harry_realtime.auth import issue_token_pair
+from harry_realtime.auth import issue_access_token
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 from presence import services, tasks
 from presence.models import RealtimePresence
@@ -63,7 +63,7 @@ class Client:
                 return message
 
     async def join(self, topic, user):
-        payload = {"config": {"presence": {"key": str(user.pk)}}, "access_token": issue_token_pair(user)["access"]}
+        payload = {"config": {"presence": {"key": str(user.pk)}}, "access_token": issue_access_token(user)}
         return await self.push(f"realtime:{topic}", "phx_join", payload)
 
 

@@ -4,11 +4,17 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from harry_realtime import services as sessions
+from harry_realtime import throttle
 from harry_realtime.api import ApiError, TenantAPIView
-from harry_realtime.auth import REFRESH, TokenError, issue_token_pair, load_user, verify_token
+from harry_realtime.auth import TokenError
 from school import selectors
 
 from .serializers import MeSerializer, RefreshRequestSerializer, TokenPairSerializer, TokenRequestSerializer
+
+
+def _throttle_unavailable() -> ApiError:
+    return ApiError("login_unavailable", "Sign-in is unavailable for a moment; try again.", status_code=503)
 
 
 class TokenView(APIView):
@@ -19,11 +25,27 @@ class TokenView(APIView):
     def post(self, request):
         body = TokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user = authenticate(request, **body.validated_data)
-        if user is None:
-            raise ApiError("invalid_credentials", "Wrong username or password.", status_code=401)
+        username = body.validated_data["username"]
+        # uvicorn sets the client address from X-Forwarded-For only for --forwarded-allow-ips.
+        address = request.META.get("REMOTE_ADDR", "")
         try:
-            return Response(issue_token_pair(user))
+            wait = throttle.login_wait_seconds(username=username, address=address)
+            if wait:
+                raise ApiError(
+                    "too_many_login_attempts",
+                    f"Too many failed sign-ins; try again in {wait} seconds.",
+                    status_code=429,
+                    retry_after=wait,
+                )
+            user = authenticate(request, **body.validated_data)
+            if user is None:
+                throttle.login_failed(username=username, address=address)
+                raise ApiError("invalid_credentials", "Wrong username or password.", status_code=401)
+            throttle.login_succeeded(username=username)
+        except throttle.ThrottleUnavailable:
+            raise _throttle_unavailable() from None
+        try:
+            return Response(sessions.session_start(user=user))
         except TokenError as exc:
             raise ApiError(exc.code, exc.message, status_code=403) from None
 
@@ -37,10 +59,18 @@ class TokenRefreshView(APIView):
         body = RefreshRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            user = load_user(verify_token(body.validated_data["refresh"], expected_type=REFRESH))
+            return Response(sessions.session_refresh(refresh=body.validated_data["refresh"]))
         except TokenError as exc:
             raise ApiError(exc.code, exc.message, status_code=401) from None
-        return Response(issue_token_pair(user))
+
+
+class LogoutView(APIView):
+    """Sign out: the refresh tokens of the caller's session stop working."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        sessions.session_end(claims=request.auth)
+        return Response(status=204)
 
 
 class MeView(TenantAPIView):

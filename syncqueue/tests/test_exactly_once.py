@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from harry_realtime.auth import issue_token_pair
+from harry_realtime.auth import issue_access_token
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import Attendance, FeedbackEntry
 from syncqueue.models import OfflineSyncOperation
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owne
 
 
 def post_concurrently(user, batches: list[dict]) -> list:
-    token = issue_token_pair(user)["access"]
+    token = issue_access_token(user)
     barrier = threading.Barrier(len(batches))
     responses: list = [None] * len(batches)
 
