@@ -10,7 +10,6 @@ import pytest
 from django.conf import settings
 
 from harry_realtime.auth import verify_token
-from harry_realtime.models import RefreshToken
 from harry_realtime.tenancy import dangerously_platform_context
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +47,8 @@ def test_reusing_a_spent_refresh_token_revokes_the_whole_family(api, schools):
     response = _refresh(api, second["refresh"])
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "token_revoked"
+    from harry_realtime.models import RefreshToken
+
     with dangerously_platform_context():
         family = verify_token(second["refresh"], expected_type="refresh").family_id
         assert not RefreshToken.objects.filter(family_id=family, revoked_at__isnull=True).exists()
@@ -113,6 +114,8 @@ def test_a_signed_refresh_token_that_no_sign_in_issued_is_refused(api, schools):
 
 
 def test_refresh_tokens_of_one_user_are_invisible_to_another(as_user, api, schools):
+    from harry_realtime.models import RefreshToken
+
     _login(api, schools.a.student_user)
     _login(api, schools.a.teacher_user)
     with as_user(schools.a.teacher_user):
