@@ -59,8 +59,12 @@ OUTBOX_SQL = (
     "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(scheduled_for)), 0)"
     " FROM realtime_events WHERE processed_at IS NULL AND scheduled_for <= clock_timestamp() AND deleted_at IS NULL"
 )
-# The listener holds a two-key advisory lock while it leads (events/listener.py LEADER_LOCK).
-LEADER_SQL = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND granted"
+# The listener holds a two-key advisory lock while it leads (events/listener.py LEADER_LOCK); pg_locks
+# lists the locks of every database of the server, so only this database's count.
+LEADER_SQL = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 class DatabaseCollector(Collector):

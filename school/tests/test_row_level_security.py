@@ -1,6 +1,7 @@
 """Isolation (alice/bob/charlie style) over every table that carries organization_id."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.apps import apps
@@ -111,6 +112,13 @@ def _populate_feature_rows(school, push):
     PrayerReminder.objects.create(
         organization=org, user=user, prayer="asr", prayer_date=timezone.localdate(), prayer_at=timezone.now()
     )
+    from harry_realtime.models import RefreshToken
+
+    # A user sees only their own refresh tokens: one for the admin, whose view the tests take.
+    for owner in (user, school.admin_user):
+        RefreshToken.objects.create(
+            organization=org, user=owner, family_id=uuid.uuid4(), expires_at=timezone.now() + timedelta(days=1)
+        )
 
 
 @pytest.fixture
