@@ -109,5 +109,40 @@ def client_for(token_for):
     return make
 
 
+@pytest.fixture
+def staff_login(client):
+    """`staff_login(user)`: make a school's user a school admin (staff in the school-admin group,
+    as seed_demo does) and sign the Django test client in to the admin as them."""
+
+    def login(user):
+        from school.services import school_admin_grant
+
+        with dangerously_platform_context():
+            school_admin_grant(user=user)
+        response = client.post(
+            "/admin/login/", {"username": user.username, "password": "harry-demo", "next": "/admin/"}
+        )
+        assert response.status_code == 302, response.content[:500]
+        return client
+
+    return login
+
+
+@pytest.fixture
+def platform_login(client):
+    """Sign the Django test client in as a platform superuser (no organization)."""
+
+    def login():
+        from school.models import User
+
+        with dangerously_platform_context():
+            User.objects.create_superuser("root@platform.test", "harry-demo")
+        response = client.post("/admin/login/", {"username": "root@platform.test", "password": "harry-demo"})
+        assert response.status_code == 302
+        return client
+
+    return login
+
+
 def pytest_configure(config):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,13 +1,16 @@
 """Admin for the cultural calendar. School staff edit their school's prayer settings (scoped by
-row-level security); announced Hijri month starts are country data the platform superuser edits."""
+row-level security); announced Hijri month starts are country data only the platform superuser
+sees and edits (the school-admin group has no permission on them)."""
 
 from django.contrib import admin
+
+from harry_realtime.admin import ReadOnlyAdmin, TenantAdmin
 
 from .models import HijriMonthOverride, PrayerCalculationSettings, PrayerReminder
 
 
 @admin.register(PrayerCalculationSettings)
-class PrayerCalculationSettingsAdmin(admin.ModelAdmin):
+class PrayerCalculationSettingsAdmin(TenantAdmin):
     list_display = (
         "organization",
         "fajr_angle",
@@ -49,9 +52,9 @@ class HijriMonthOverrideAdmin(admin.ModelAdmin):
 
 
 @admin.register(PrayerReminder)
-class PrayerReminderAdmin(admin.ModelAdmin):
-    list_display = ("user", "prayer", "prayer_date", "prayer_at", "organization", "created_at")
+class PrayerReminderAdmin(ReadOnlyAdmin):
+    list_display = ("user", "prayer", "prayer_date", "prayer_at", "created_at")
     list_filter = ("prayer", "prayer_date")
     search_fields = ("user__username", "user__full_name")
-    readonly_fields = ("organization", "user", "prayer", "prayer_date", "prayer_at", "event")
+    list_select_related = ("user",)
     date_hierarchy = "prayer_date"

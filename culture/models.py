@@ -148,4 +148,4 @@ class PrayerReminder(TenantModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user_id} {self.prayer} {self.prayer_date}"
+        return f"{self.prayer.capitalize()} reminder for {self.user}, {self.prayer_date}"

@@ -1,21 +1,32 @@
+"""The outbox (read-only: the pipeline writes it) for school staff, scoped by row-level security.
+Connections are listed with presence (presence/admin.py)."""
+
 from django.contrib import admin
 
 from events.models import RealtimeEvent
+from harry_realtime.admin import ReadOnlyAdmin
 
 
 @admin.register(RealtimeEvent)
-class RealtimeEventAdmin(admin.ModelAdmin):
+class RealtimeEventAdmin(ReadOnlyAdmin):
     list_display = (
         "seq",
         "event_type",
         "priority",
-        "organization",
+        "broadcast_scope",
+        "target",
         "source_table",
         "delivery_status",
+        "delivery_attempts",
         "created_at",
         "processed_at",
     )
-    list_filter = ("event_type", "event_category", "priority", "delivery_status", "broadcast_scope", "source_table")
-    search_fields = ("=seq", "=source_record_id", "=target_user__username", "event_type")
-    readonly_fields = ("seq", "processed_at", "created_at", "updated_at")
+    list_filter = ("delivery_status", "event_type", "priority", "event_category", "broadcast_scope", "source_table")
+    search_fields = ("=seq", "=source_record_id", "target_user__username", "target_user__full_name", "event_type")
+    list_select_related = ("target_user", "target_group")
+    date_hierarchy = "created_at"
     ordering = ("-seq",)
+
+    @admin.display(description="target")
+    def target(self, event: RealtimeEvent) -> str:
+        return str(event.target_user or event.target_group or event.broadcast_scope)

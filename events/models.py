@@ -110,6 +110,9 @@ class RealtimeEvent(TenantModel):
             GinIndex(fields=["event_payload"], name="idx_realtime_events_payload_gin"),
         ]
 
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.event_type} ({self.delivery_status})"
+
 
 SUBSCRIPTION_TYPES = ["dashboard", "attendance", "tasks", "notifications", "rankings", "feedback", "presence"]
 CONNECTION_STATUSES = ["connected", "disconnected", "reconnecting", "failed"]
@@ -173,3 +176,6 @@ class RealtimeSubscription(TenantModel):
                 condition=Q(connection_status="connected"),
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_name} on {self.device_id} ({self.connection_status})"

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 from django.contrib.auth.signals import user_logged_in
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
@@ -49,3 +50,9 @@ class HarryRealtimeConfig(AppConfig):
         post_migrate.connect(_grant_app_roles, dispatch_uid="grant_app_roles")
         user_logged_in.disconnect(dispatch_uid="update_last_login")
         user_logged_in.connect(_update_last_login_in_scope, dispatch_uid="update_last_login_in_scope")
+
+
+class HarryAdminConfig(AdminConfig):
+    """Django's admin with the project's site (harry_realtime/admin.py)."""
+
+    default_site = "harry_realtime.admin.HarryAdminSite"

@@ -34,7 +34,7 @@ CSRF_TRUSTED_ORIGINS = [o for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "harry_realtime.apps.HarryAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -2,6 +2,8 @@
 
 from django.contrib import admin, messages
 
+from harry_realtime.admin import ReadOnlyAdmin, TenantAdmin
+
 from . import selectors, services
 from .models import DeviceToken, PushDelivery, PushNotification
 
@@ -15,7 +17,7 @@ class PushDeliveryInline(admin.TabularInline):
 
 
 @admin.register(PushNotification)
-class PushNotificationAdmin(admin.ModelAdmin):
+class PushNotificationAdmin(TenantAdmin):
     list_display = (
         "title_en",
         "notification_type",
@@ -28,7 +30,14 @@ class PushNotificationAdmin(admin.ModelAdmin):
         "opened_at",
         "action_taken",
     )
-    list_filter = ("delivery_status", "notification_type", "priority", "islamic_greeting", "prayer_time_aware")
+    list_filter = (
+        "delivery_status",
+        "notification_type",
+        "priority",
+        "deliveries__provider",
+        "islamic_greeting",
+        "prayer_time_aware",
+    )
     search_fields = ("title_en", "body_en", "target_user__username", "target_user__full_name", "error_message")
     date_hierarchy = "created_at"
     list_select_related = ("target_user",)
@@ -36,6 +45,13 @@ class PushNotificationAdmin(admin.ModelAdmin):
     readonly_fields = ("delivery_attempts", "sent_at", "failed_at", "opened_at", "action_taken", "action_taken_at")
     inlines = [PushDeliveryInline]
     actions = ["resend"]
+    ordering = ("-created_at",)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # A push that left the queue is history: resend it as a new one instead.
+        if obj is not None and obj.delivery_status != "pending":
+            return False
+        return super().has_change_permission(request, obj)
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
@@ -51,7 +67,7 @@ class PushNotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeviceToken)
-class DeviceTokenAdmin(admin.ModelAdmin):
+class DeviceTokenAdmin(TenantAdmin):
     list_display = ("__str__", "user", "platform", "language", "app_version", "is_active", "last_registered_at")
     list_filter = ("platform", "is_active", "language")
     search_fields = ("user__username", "user__full_name", "app_version")
@@ -60,9 +76,10 @@ class DeviceTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(PushDelivery)
-class PushDeliveryAdmin(admin.ModelAdmin):
+class PushDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("notification", "device", "status", "attempts", "next_attempt_at", "sent_at", "provider")
     list_filter = ("status", "provider")
+    date_hierarchy = "next_attempt_at"
     search_fields = ("notification__title_en", "provider_message_id", "error_message")
     list_select_related = ("notification", "device")
     raw_id_fields = ("notification", "device")

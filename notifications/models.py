@@ -101,6 +101,9 @@ class PushNotification(TenantModel):
     def body_in(self, language: str) -> str:
         return getattr(self, f"body_{language}", None) or self.body_en
 
+    def __str__(self) -> str:
+        return f"{self.title_en} → {self.target_user} ({self.delivery_status})"
+
 
 PLATFORMS = ["ios", "android", "web"]
 LANGUAGES = ["en", "uz", "ru", "ar"]
@@ -167,3 +170,6 @@ class PushDelivery(TenantModel):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="idx_push_deliveries_due"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.notification.title_en} → {self.device} ({self.status})"

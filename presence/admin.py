@@ -1,4 +1,5 @@
-"""Staff views of connections and presence, scoped by row-level security (AdminTenantMiddleware)."""
+"""Staff views of connections and presence, scoped by row-level security (AdminTenantMiddleware).
+Both are written by the gateway and read-only here."""
 
 from datetime import timedelta
 
@@ -7,6 +8,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from events.models import RealtimeSubscription
+from harry_realtime.admin import ReadOnlyAdmin
 from school.models import Group
 
 from .models import RealtimePresence
@@ -57,7 +59,7 @@ class ChannelGroupFilter(admin.SimpleListFilter):
 
 
 @admin.register(RealtimePresence)
-class RealtimePresenceAdmin(admin.ModelAdmin):
+class RealtimePresenceAdmin(ReadOnlyAdmin):
     list_display = (
         "user_name",
         "user_type",
@@ -88,7 +90,7 @@ class RealtimePresenceAdmin(admin.ModelAdmin):
 
 
 @admin.register(RealtimeSubscription)
-class RealtimeSubscriptionAdmin(admin.ModelAdmin):
+class RealtimeSubscriptionAdmin(ReadOnlyAdmin):
     list_display = (
         "user",
         "device_id",
@@ -114,4 +116,5 @@ class RealtimeSubscriptionAdmin(admin.ModelAdmin):
     )
     search_fields = ("user__username", "user__full_name", "device_id", "session_id", "channel_name", "websocket_id")
     list_select_related = ("user",)
+    date_hierarchy = "last_heartbeat"
     ordering = ("-last_heartbeat",)

@@ -65,3 +65,6 @@ class RealtimePresence(UUIDModel):
             models.Index(fields=["prayer_time_status", "current_prayer"], name="idx_presence_prayer_context"),
             models.Index(fields=["expires_at"], name="idx_presence_cleanup"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.user_name} on {self.device_id}: {self.status}"

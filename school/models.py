@@ -83,7 +83,13 @@ class User(AbstractBaseUser, PermissionsMixin, TimestampedModel):
             models.CheckConstraint(
                 condition=Q(organization__isnull=False) | Q(is_superuser=True),
                 name="users_org_required_unless_platform",
-            )
+            ),
+            # School admins are staff with the school-admin permission group (school/staff.py);
+            # the superuser flag is the platform's alone.
+            models.CheckConstraint(
+                condition=Q(is_superuser=False) | Q(organization__isnull=True),
+                name="users_superuser_is_platform_only",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -167,6 +173,9 @@ class StudentGroupEnrollment(SyncVersionedModel):
         db_table = "student_group_enrollments"
         constraints = [models.UniqueConstraint(fields=["student", "group"], name="uniq_enrollment")]
 
+    def __str__(self) -> str:
+        return f"{self.student} in {self.group}"
+
 
 class TeacherGroupAssignment(TenantModel):
     teacher = models.ForeignKey(Teacher, on_delete=models.CASCADE, related_name="assignments")
@@ -178,6 +187,9 @@ class TeacherGroupAssignment(TenantModel):
     class Meta:
         db_table = "teacher_group_assignments"
         constraints = [models.UniqueConstraint(fields=["teacher", "group"], name="uniq_teacher_group")]
+
+    def __str__(self) -> str:
+        return f"{self.teacher} teaches {self.group}"
 
 
 class AttendanceStatus(models.TextChoices):
@@ -271,6 +283,9 @@ class Attendance(SyncVersionedModel):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.student}, {self.attendance_date}: {self.status}"
+
 
 class StudentRanking(SyncVersionedModel):
     student = models.OneToOneField(Student, on_delete=models.CASCADE, related_name="ranking")
@@ -287,6 +302,9 @@ class StudentRanking(SyncVersionedModel):
     class Meta:
         db_table = "student_rankings"
         ordering = ["current_rank"]
+
+    def __str__(self) -> str:
+        return f"{self.student}: rank {self.current_rank}, {self.total_points} points"
 
 
 class Achievement(TenantModel):
@@ -317,6 +335,9 @@ class StudentAchievement(SyncVersionedModel):
 
     class Meta:
         db_table = "student_achievements"
+
+    def __str__(self) -> str:
+        return f"{self.student}: {self.achievement}"
 
 
 class HomeTask(SyncVersionedModel):
@@ -362,6 +383,9 @@ class HomeTask(SyncVersionedModel):
         db_table = "home_tasks"
         ordering = ["due_date"]
 
+    def __str__(self) -> str:
+        return f"{self.title} ({self.student})"
+
 
 class FeedbackEntry(SyncVersionedModel):
     student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="feedback_entries")
@@ -377,6 +401,9 @@ class FeedbackEntry(SyncVersionedModel):
     class Meta:
         db_table = "feedback_entries"
         verbose_name_plural = "feedback entries"
+
+    def __str__(self) -> str:
+        return f"{self.feedback_type.replace('_', ' ').capitalize()} for {self.student}"
 
 
 class UserRelationship(TenantModel):
@@ -401,3 +428,6 @@ class UserRelationship(TenantModel):
                 name="user_relationships_type",
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.user_a} is {self.get_relationship_type_display().lower()} of {self.user_b}"

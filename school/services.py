@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from django.contrib.auth.models import Group as AuthGroup
+from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,6 +29,7 @@ from .models import (
     User,
     UserRelationship,
 )
+from .staff import school_admin_group_sync
 
 DEMO_PASSWORD = "harry-demo"
 
@@ -93,7 +96,8 @@ def _seed_school(spec: DemoSchool, today: date) -> Organization:
             default_language=spec.language,
         ),
     )
-    _user(org, f"admin@{spec.domain}", Role.ADMIN, f"{spec.name} Admin", is_staff=True, is_superuser=True)
+    admin = _user(org, f"admin@{spec.domain}", Role.ADMIN, f"{spec.name} Admin", is_staff=True)
+    school_admin_grant(user=admin)
     groups = [
         Group.objects.get_or_create(organization=org, name=name, defaults={"subject": name})[0] for name in spec.groups
     ]
@@ -142,6 +146,17 @@ def _seed_school(spec: DemoSchool, today: date) -> Organization:
                 organization=org, user_a=parent, user_b=user, defaults={"relationship_type": "parent"}
             )
     return org
+
+
+@transaction.atomic
+def school_admin_grant(*, user: User) -> None:
+    """Make a school's user an admin in the Django admin: staff in the school-admin group (never
+    a superuser, which is the platform's alone). Re-applies the group's permissions."""
+    group = school_admin_group_sync(group_model=AuthGroup, permission_model=Permission)
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    user.groups.add(group)
 
 
 @transaction.atomic

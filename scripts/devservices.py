@@ -120,6 +120,9 @@ def up(mode: str) -> dict[str, str]:
         env["REDIS_URL"] = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '15')}"
     else:
         env["REDIS_URL"] = embedded_redis()
+    if mode == "test":
+        # Checkouts that share a PostgreSQL server each get their own test database.
+        env["TEST_DB_NAME"] = os.environ.get("TEST_DB_NAME", f"test_{DB_NAME}")
     return env
 
 

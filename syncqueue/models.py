@@ -77,6 +77,9 @@ class OfflineSyncOperation(TenantModel):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.operation_type} {self.table_name} {self.operation_id} from {self.device_id} ({self.sync_status})"
+
 
 SYNCABLE_TABLES = [
     "students",

@@ -8,16 +8,7 @@ from .conftest import reload
 pytestmark = pytest.mark.django_db
 
 
-def _staff_login(client, user):
-    with dangerously_platform_context():
-        user.is_staff = True
-        user.is_superuser = True
-        user.save()
-    response = client.post("/admin/login/", {"username": user.username, "password": "harry-demo", "next": "/admin/"})
-    assert response.status_code == 302
-
-
-def test_changelist_shows_delivery_and_open_rates_for_own_school(client, schools, make_push):
+def test_changelist_shows_delivery_and_open_rates_for_own_school(client, staff_login, schools, make_push):
     a = schools.a
     sent = [make_push(a.student_user, title_en=f"Sent {i}") for i in range(3)]
     make_push(a.student_user, title_en="Failed one")
@@ -26,7 +17,7 @@ def test_changelist_shows_delivery_and_open_rates_for_own_school(client, schools
         PushNotification.objects.filter(pk__in=[p.pk for p in sent]).update(delivery_status="sent")
         PushNotification.objects.filter(title_en="Failed one").update(delivery_status="failed")
         PushNotification.objects.filter(pk=sent[0].pk).update(opened_at="2026-01-01T00:00:00Z")
-    _staff_login(client, a.admin_user)
+    staff_login(a.admin_user)
 
     page = client.get("/admin/notifications/pushnotification/").content.decode()
 
@@ -35,12 +26,12 @@ def test_changelist_shows_delivery_and_open_rates_for_own_school(client, schools
     assert "open rate 33.3%" in page
 
 
-def test_resend_action_creates_a_fresh_pending_copy(client, schools, make_push):
+def test_resend_action_creates_a_fresh_pending_copy(client, staff_login, schools, make_push):
     a = schools.a
     original = make_push(a.student_user, title_en="Try again")
     with dangerously_platform_context():
         PushNotification.objects.filter(pk=original.pk).update(delivery_status="failed", error_message="x")
-    _staff_login(client, a.admin_user)
+    staff_login(a.admin_user)
 
     response = client.post(
         "/admin/notifications/pushnotification/",
@@ -55,8 +46,8 @@ def test_resend_action_creates_a_fresh_pending_copy(client, schools, make_push):
     assert reload(original).delivery_status == "failed"
 
 
-def test_device_and_delivery_changelists_render(client, schools, make_device):
+def test_device_and_delivery_changelists_render(client, staff_login, schools, make_device):
     make_device(schools.a.student_user, "admin-device")
-    _staff_login(client, schools.a.admin_user)
+    staff_login(schools.a.admin_user)
     assert client.get("/admin/notifications/devicetoken/").status_code == 200
     assert client.get("/admin/notifications/pushdelivery/").status_code == 200

@@ -2,19 +2,10 @@
 
 import pytest
 
-from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+from harry_realtime.tenancy import Tenant, tenant_context
 from presence import services
 
 pytestmark = pytest.mark.django_db
-
-
-def _staff_login(client, user):
-    with dangerously_platform_context():
-        user.is_staff = True
-        user.is_superuser = True
-        user.save()
-    response = client.post("/admin/login/", {"username": user.username, "password": "harry-demo"})
-    assert response.status_code == 302
 
 
 def _register(user, device):
@@ -32,7 +23,7 @@ def _register(user, device):
     return connection
 
 
-def test_staff_filter_connections_and_presence_of_their_school(client, schools):
+def test_staff_filter_connections_and_presence_of_their_school(client, staff_login, schools):
     a, b = schools.a, schools.b
     _register(a.teacher_user, "alpha-phone")
     _register(b.teacher_user, "bravo-phone")
@@ -41,7 +32,7 @@ def test_staff_filter_connections_and_presence_of_their_school(client, schools):
         services.connection_close(
             user=a.outsider_user, connection_id=offline.connection_id, reason="user_logout", sync_pending_data=False
         )
-    _staff_login(client, a.admin_user)
+    staff_login(a.admin_user)
 
     page = client.get("/admin/presence/realtimepresence/").content.decode()
     assert "alpha-phone" in page and "outsider-phone" in page and "bravo-phone" not in page
