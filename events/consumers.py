@@ -32,7 +32,7 @@ from harry_realtime.tenancy import tenant_context
 from presence import state as presence_state
 from presence.mirror import PresenceMirror
 
-from . import limits, revocation
+from . import lifecycle, limits, revocation
 from .bindings import Binding, BindingError, parse_bindings
 from .delivery import PipelineDeliveryMixin, validate_replay
 from .protocol import (
@@ -125,12 +125,14 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             await self.close()
             return
         await self.accept()
+        lifecycle.opened(self)
         self.mirror.opened(websocket_id=self.channel_name, params=params)
         presence_state.ensure_liveness()
         self.watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     async def disconnect(self, code: int) -> None:
         revocation.forget(self.channel_name)
+        await lifecycle.closed(self, code)
         await self.mirror.closed()
         if self.watchdog is not None:
             self.watchdog.cancel()
@@ -145,6 +147,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         frame = text_data if text_data is not None else bytes_data or b""
         if len(frame) > limits.max_frame_bytes():
             log.warning("closing socket: %d byte frame exceeds the limit", len(frame))
+            lifecycle.closed_by_server(self, "frame_too_big")
             await self.close(code=CLOSE_TOO_BIG)
             return
         try:
@@ -161,11 +164,13 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
                 {"error": "rate_limited", "reason": f"RateLimited: at most {limit} messages per second"},
             )
             return
+        started = time.perf_counter()
         try:
             await self.dispatch_message(message)
         except Exception:  # one bad message must not take the socket (or the process) down
             log.exception("realtime message failed topic=%r event=%r", message.topic, message.event)
             await self._reply(message, "error", {"reason": "InternalError: the server could not handle this message"})
+        lifecycle.message_handled(message.event, time.perf_counter() - started)
 
     async def dispatch_message(self, message: Message) -> None:
         if message.topic == "phoenix":
@@ -195,6 +200,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
 
     async def handle_heartbeat(self, message: Message) -> None:
         await self._reply(message, "ok")
+        lifecycle.heartbeat()
         if self.slot is not None:
             await self.slot.renew()
         await self.mirror.heartbeat()
@@ -205,10 +211,11 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         try:
             channel = await self.authorize_join(message)
         except JoinRefused as refused:
-            log.info("join refused topic=%r reason=%s", message.topic, refused.reason)
+            lifecycle.join_refused(self, message.topic, refused.reason)
             await self._reply(message, "error", {"reason": refused.reason})
             return
         await self.complete_join(message, channel)
+        lifecycle.joined(self, message.topic)
 
     async def authorize_join(self, message: Message) -> JoinedChannel:
         topic = message.topic
@@ -250,6 +257,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             revocation.watch(
                 self.channel_name, user_id=claims.user_id, organization_id=claims.organization_id, role=claims.role
             )
+            await lifecycle.authenticated(self)
         presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
         return JoinedChannel(
             topic=topic,
@@ -338,6 +346,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             if frame is None:
                 return
             await self.send(text_data=frame)
+            lifecycle.delivered(event)
             self.mirror.event_delivered()
             return
         body = {"type": "broadcast", "event": event["event"], "payload": event.get("payload")}
@@ -418,6 +427,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         """Deadlines reached (sent by this socket's own watchdog, so it runs between messages)."""
         if time.monotonic() - self.last_frame >= limits.idle_timeout():
             log.info("closing socket silent for %.0f s", time.monotonic() - self.last_frame)
+            lifecycle.idle_timeout(self)
             await self.close(code=CLOSE_NORMAL)
             return
         now = time.time()

@@ -37,7 +37,7 @@ from channels.db import database_sync_to_async
 
 from harry_realtime.tenancy import tenant_context
 
-from . import ferpa, outbox, selectors
+from . import ferpa, lifecycle, outbox, selectors
 from .protocol import TOPIC_PREFIX, Message, encode, push
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ class PipelineDeliveryMixin:
         # The binding ids are this socket's own; the filtered row is the same for its access level.
         data = _shared(message, ("change data", level), lambda: ferpa.filter_change(message["data"], level))
         await self._send(push(channel.topic, "postgres_changes", outbox.postgres_change_body(message, ids, data)))
+        lifecycle.delivered(message)
         self._note_target(channel, message)
         self.mirror.event_delivered()
 

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from events import outbox, selectors
 from events.topics import group_name
+from harry_realtime import kpi
 from harry_realtime.tenancy import dangerously_platform_context
 
 log = logging.getLogger("harry.listener")
@@ -73,10 +74,18 @@ def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
         events = [event for event in events if event.seq not in held]
         for event in events:
             try:
-                messages += outbox.messages_for(event)
+                produced = outbox.messages_for(event)
             except Exception:  # one malformed event must not stop the pipeline for everyone
                 log.exception("event seq=%s could not be turned into messages; marked failed", event.seq)
                 failed.append(event.seq)
+                continue
+            # For the sockets' delivery-latency histogram: from the write, or from when a
+            # scheduled (or prayer-held) event fell due.
+            due_ts = max(event.created_at, event.scheduled_for).timestamp()
+            for _, message in produced:
+                message["due_ts"] = due_ts
+                message.setdefault("priority", event.priority)
+            messages += produced
         if failed:
             outbox.events_mark_failed(failed)
     return [e.seq for e in events if e.seq not in failed], messages, exhausted
@@ -301,6 +310,7 @@ async def group_send_many(layer: RedisChannelLayer, sends: list[tuple[str, dict]
                 _GROUP_SEND_MANY_LUA, len(chunk), *(key for key, _, _ in chunk), *args, int(layer.expiry)
             )
             if over:
+                kpi.inc("harry_channel_layer_dropped_total", over, source="listener")
                 log.warning("%s channel-layer messages dropped: channels over capacity", over)
 
 

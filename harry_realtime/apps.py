@@ -32,9 +32,9 @@ def _update_last_login_in_scope(sender, user, **kwargs) -> None:
     """Django's own handler would write outside any tenant context, which RLS refuses."""
     from django.contrib.auth.models import update_last_login
 
-    from .middleware import admin_scope
+    from .middleware import user_scope
 
-    with admin_scope(user):
+    with user_scope(user):
         update_last_login(sender, user, **kwargs)
 
 

@@ -53,9 +53,11 @@ INSTALLED_APPS = [
     "syncqueue",
     "notifications",
     "culture",
+    "board",
 ]
 
 MIDDLEWARE = [
+    "harry_realtime.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -207,17 +209,29 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery logs through Django's LOGGING (JSON lines), not its own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict = {}
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "harry_realtime.logs.JsonFormatter"},
+    },
     # Tokens never reach a log: the filter also goes onto the ASGI server's own handlers
     # (harry_realtime.logredact.install, run when the apps are ready).
     "filters": {"redact_secrets": {"()": "harry_realtime.logredact.RedactSecrets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
+    # One JSON line per record (harry_realtime/logs.py); LOG_FORMAT=plain for the text format.
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env("LOG_FORMAT", "json"),
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
         "harry.audit": {"level": "INFO"},
@@ -338,3 +352,10 @@ CELERY_BEAT_SCHEDULE["events-hand-undelivered-to-push"] = {
     "schedule": float(env("REALTIME_PUSH_HANDOFF_INTERVAL_SECONDS", "15")),
 }
 CELERY_BEAT_SCHEDULE["events-expire"] = {"task": "events.expire_events", "schedule": 60.0}
+
+# The spec's alert thresholds, told to each school's admins (harry_realtime/alerts.py).
+ALERTS_INTERVAL_SECONDS = float(env("ALERTS_INTERVAL_SECONDS", "60"))
+CELERY_BEAT_SCHEDULE["alerts-evaluate"] = {
+    "task": "harry_realtime.evaluate_alerts",
+    "schedule": ALERTS_INTERVAL_SECONDS,
+}

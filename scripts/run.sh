@@ -10,8 +10,10 @@ cat <<INFO
 
   Harry Realtime is starting on http://127.0.0.1:${PORT}
     Health     http://127.0.0.1:${PORT}/healthz
-    API docs   http://127.0.0.1:${PORT}/api/docs/
+    API docs   http://127.0.0.1:${PORT}/api/docs/   (schema: /api/schema/)
     Admin      http://127.0.0.1:${PORT}/admin/
+    Board      http://127.0.0.1:${PORT}/board/      (staff board: admins and teachers)
+    Metrics    http://127.0.0.1:${PORT}/metrics
     WebSocket  ws://127.0.0.1:${PORT}/realtime/v1/websocket?vsn=2.0.0
   Demo logins (password harry-demo): admin@harry.uz, teacher@harry.uz, student@harry.uz,
     parent@harry.uz, teacher@samarkand.uz, student@samarkand.uz; platform@harry.uz (admin, all schools)

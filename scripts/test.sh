@@ -2,6 +2,7 @@
 # `make test`: lint, the Python suite against real PostgreSQL and Redis, then the JS end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/test_tools.sh
 source scripts/prepare.sh test
 trap 'python scripts/devservices.py down' EXIT
 ruff check .
