@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from rest_framework.response import Response
 
 from harry_realtime.api import ApiError, TenantAPIView
-from harry_realtime.auth import issue_token_pair
+from harry_realtime.auth import issue_access_token
 from harry_realtime.middleware import user_scope
 
 from . import selectors
@@ -52,7 +52,7 @@ def board_page(request: HttpRequest) -> HttpResponse:
         "organizationId": str(user.organization_id),
         "userId": str(user.pk),
         "role": user.role,
-        "token": issue_token_pair(user)["access"],
+        "token": issue_access_token(user),
         "tokenUrl": "/board/token",
         "snapshotUrl": "/api/realtime/board",
         "topics": [f"attendance:org_{user.organization_id}:group_{g.pk}" for g in groups],
@@ -67,7 +67,7 @@ def board_token(request: HttpRequest) -> HttpResponse:
     """A fresh access token for the signed-in board user (the page renews its socket's auth)."""
     if not selectors.may_use_board(request.user):
         return JsonResponse({"error": {"code": "forbidden", "message": "Not a board user."}}, status=403)
-    return JsonResponse({"access": issue_token_pair(request.user)["access"]})
+    return JsonResponse({"access": issue_access_token(request.user)})
 
 
 class BoardSnapshotView(TenantAPIView):

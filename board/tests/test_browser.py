@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connections
 
 from harry_realtime import kpi
-from harry_realtime.auth import issue_token_pair
+from harry_realtime.auth import issue_access_token
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import Group, Student, User
 from school.services import demo_data_seed
@@ -134,7 +134,7 @@ def test_the_board_updates_live_when_a_teacher_marks_a_student(board_server, bro
         teacher = User.objects.get(username="teacher@harry.uz")
         group = Group.objects.get(name="English A1 Morning")
         student = Student.objects.get(user__username="student10@harry.uz")
-    access = issue_token_pair(teacher)["access"]
+    access = issue_access_token(teacher)
     api = httpx.Client(base_url=board_server, headers={"Authorization": f"Bearer {access}"}, timeout=10)
     device = {"platform": "android", "appVersion": "2.4.0", "subscriptionTypes": ["attendance"]}
     assert api.post("/api/realtime/connect", json={"deviceId": "teacher-phone", **device}).status_code == 200
