@@ -267,7 +267,7 @@ def events_hand_to_push(*, older_than: timedelta, limit: int = 500) -> int:
     notifications app: a push for its target user if no live socket took it (still pending), and
     the family notices the event requires either way. Events that came from push_notifications
     themselves are never handed back, or each would beget another."""
-    from notifications.services import push_notification_create_for_event
+    from notifications.from_events import push_notification_create_for_event
 
     candidates = list(
         RealtimeEvent.objects.select_for_update(skip_locked=True)

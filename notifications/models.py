@@ -19,6 +19,9 @@ NOTIFICATION_TYPES = [
     "prayer_time",
 ]
 PRIORITIES = ["low", "normal", "high", "urgent"]
+# A realtime event's priority (low, medium, high, critical) as a push priority, and back.
+EVENT_PRIORITY_TO_PUSH = {"low": "low", "medium": "normal", "high": "high", "critical": "urgent"}
+PUSH_PRIORITY_TO_EVENT = {value: key for key, value in EVENT_PRIORITY_TO_PUSH.items()}
 DELIVERY_METHODS = ["push", "in_app", "email"]
 DELIVERY_STATUSES = ["pending", "sent", "delivered", "failed", "expired"]
 

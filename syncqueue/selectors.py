@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import Avg, Count, Max, Q
+from django.utils import timezone
 
+from harry_realtime.tenancy import Tenant, dangerously_platform_context
 from school.models import Role, StudentGroupEnrollment, User
 from school.selectors import (
     active_group_ids_of_student,
@@ -272,3 +274,14 @@ def _model_of(table: str):
         if model._meta.db_table == table:
             return model
     raise LookupError(table)
+
+
+def due_operations(*, limit: int = 200) -> list[tuple[uuid.UUID, Tenant]]:
+    """Pending operations whose retry time has come, across schools, with the tenant each runs as."""
+    with dangerously_platform_context():
+        rows = (
+            OfflineSyncOperation.objects.filter(sync_status="pending", next_retry_at__lte=timezone.now())
+            .order_by("-priority", "next_retry_at")
+            .values_list("pk", "organization_id", "user_id", "user__role")[:limit]
+        )
+        return [(pk, Tenant(organization_id=org, user_id=user, role=role)) for pk, org, user, role in rows]

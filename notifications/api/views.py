@@ -3,7 +3,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView, created
-from notifications import selectors, services
+from notifications import devices, selectors, services
 
 from .serializers import (
     ActionSerializer,
@@ -24,7 +24,7 @@ class DeviceListView(TenantAPIView):
     def post(self, request):
         body = DeviceRegisterSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        device, was_created = services.device_token_register(tenant=self.tenant, **body.validated_data)
+        device, was_created = devices.device_token_register(tenant=self.tenant, **body.validated_data)
         data = DeviceSerializer(device).data
         return created(data) if was_created else Response(data)
 
@@ -32,7 +32,7 @@ class DeviceListView(TenantAPIView):
 class DeviceDetailView(TenantAPIView):
     @extend_schema(responses={204: None})
     def delete(self, request, device_id):
-        services.device_token_deactivate(device_id=device_id, reason="deleted_by_user")
+        devices.device_token_deactivate(device_id=device_id, reason="deleted_by_user")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

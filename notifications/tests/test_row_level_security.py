@@ -4,7 +4,7 @@ import pytest
 from django.db import DatabaseError, connection
 
 from harry_realtime.tenancy import dangerously_platform_context
-from notifications import services
+from notifications import delivery
 from notifications.models import DeviceToken, PushDelivery
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +49,7 @@ def test_deliveries_visible_to_admins_of_the_school_only(schools, as_user, provi
     a = schools.a
     make_device(a.student_user, "rls-delivery")
     push = make_push(a.student_user)
-    services.push_notification_deliver(notification_id=push.pk)
+    delivery.push_notification_deliver(notification_id=push.pk)
     with dangerously_platform_context():
         assert PushDelivery.objects.count() == 1
 

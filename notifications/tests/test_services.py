@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from events.models import RealtimeEvent
 from harry_realtime.tenancy import dangerously_platform_context
-from notifications import services
+from notifications import delivery, from_events, services
 from notifications.models import DeviceToken, PushDelivery, PushNotification
 from school.models import StudentAchievement
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 
 def deliver(notification):
-    return services.push_notification_deliver(notification_id=notification.pk)
+    return delivery.push_notification_deliver(notification_id=notification.pk)
 
 
 def deliveries(notification):
@@ -156,7 +156,7 @@ def test_transient_errors_until_max_attempts_fail_with_message(schools, provider
 def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings):
     settings.PUSH_RETRY_BASE_SECONDS = 10
     settings.PUSH_RETRY_MAX_SECONDS = 60
-    delays = {attempt: [services.retry_delay(attempt) for _ in range(200)] for attempt in (1, 2, 3, 6)}
+    delays = {attempt: [delivery.retry_delay(attempt) for _ in range(200)] for attempt in (1, 2, 3, 6)}
     assert all(5 <= d <= 10 for d in delays[1])
     assert all(10 <= d <= 20 for d in delays[2])
     assert all(20 <= d <= 40 for d in delays[3])
@@ -236,7 +236,7 @@ def test_expiry_sweep_expires_pending_and_retrying_deliveries(schools, providers
     with dangerously_platform_context():
         PushNotification.objects.filter(pk__in=[push.pk, stale.pk]).update(expires_at=timezone.now())
 
-    assert services.push_notifications_expire() == 2
+    assert delivery.push_notifications_expire() == 2
 
     assert reload(push).delivery_status == "expired" and reload(stale).delivery_status == "expired"
     assert deliveries(push)[0].status == "expired"
@@ -252,14 +252,14 @@ def test_scheduled_push_waits_until_due_and_the_sweep_finds_it(schools, provider
 
     assert deliver(push).status == "scheduled"
     assert providers.received == []
-    assert str(push.pk) not in services.push_notifications_due_ids()
+    assert str(push.pk) not in delivery.push_notifications_due_ids()
 
     with dangerously_platform_context():
         PushNotification.objects.filter(pk=push.pk).update(scheduled_for=timezone.now() - timedelta(seconds=1))
-    assert str(push.pk) in services.push_notifications_due_ids()
+    assert str(push.pk) in delivery.push_notifications_due_ids()
     assert deliver(push).status == "sent"
     assert len(providers.for_token("fcm-later")) == 1
-    assert str(push.pk) not in services.push_notifications_due_ids()
+    assert str(push.pk) not in delivery.push_notifications_due_ids()
 
 
 def test_due_sweep_lists_retries_that_came_due(schools, providers, make_device, make_push):
@@ -268,9 +268,9 @@ def test_due_sweep_lists_retries_that_came_due(schools, providers, make_device, 
     providers.script("fcm-sweep", fcm_error(503, "UNAVAILABLE"))
     push = make_push(user)
     deliver(push)
-    assert str(push.pk) not in services.push_notifications_due_ids()
+    assert str(push.pk) not in delivery.push_notifications_due_ids()
     make_due(push)
-    assert str(push.pk) in services.push_notifications_due_ids()
+    assert str(push.pk) in delivery.push_notifications_due_ids()
 
 
 # --- language and greeting ------------------------------------------------------------------
@@ -328,8 +328,8 @@ def test_achievement_event_pushes_offline_student_and_family_once(schools):
         source_record_id=a.award.pk,
     )
     with dangerously_platform_context():
-        rows = services.push_notification_create_for_event(event=event)
-        again = services.push_notification_create_for_event(event=event)
+        rows = from_events.push_notification_create_for_event(event=event)
+        again = from_events.push_notification_create_for_event(event=event)
         stored = list(PushNotification.objects.filter(realtime_event=event))
 
     assert again == []
@@ -348,7 +348,7 @@ def test_family_notice_sent_even_when_the_student_was_online(schools):
     event = _event(a.org, event_type="achievement_earned", target_user=a.student_user, event_payload={
         "student_id": str(a.student.pk), "achievement_id": str(a.achievement.pk)})  # fmt: skip
     with dangerously_platform_context():
-        rows = services.push_notification_create_for_event(event=event, offline_user_ids=[])
+        rows = from_events.push_notification_create_for_event(event=event, offline_user_ids=[])
     assert [r.target_user_id for r in rows] == [a.parent_user.pk]
 
 
@@ -369,15 +369,15 @@ def test_no_family_notice_for_achievements_of_students_16_and_over(schools):
         source_record_id=award.pk,
     )
     with dangerously_platform_context():
-        rows = services.push_notification_create_for_event(event=event)
+        rows = from_events.push_notification_create_for_event(event=event)
     assert [r.target_user_id for r in rows] == [a.other_student_user.pk]
 
 
 def test_ranking_family_notice_only_for_ages_10_to_12(schools):
     a = schools.a  # a.student is about 12
     today = timezone.localdate()
-    assert services.family_notice_required("ranking_update", a.student, today)
-    assert not services.family_notice_required("ranking_update", a.other_student, today)
+    assert from_events.family_notice_required("ranking_update", a.student, today)
+    assert not from_events.family_notice_required("ranking_update", a.other_student, today)
     event = _event(
         a.org,
         event_type="student_ranking_update",
@@ -387,7 +387,7 @@ def test_ranking_family_notice_only_for_ages_10_to_12(schools):
         source_record_id=a.ranking.pk,
     )
     with dangerously_platform_context():
-        rows = services.push_notification_create_for_event(event=event)
+        rows = from_events.push_notification_create_for_event(event=event)
     assert {r.target_user_id for r in rows} == {a.student_user.pk, a.parent_user.pk}
     assert all(r.notification_type == "ranking_update" and r.priority == "normal" for r in rows)
     assert all("5" in r.body_en for r in rows)
@@ -400,7 +400,7 @@ def test_student_preference_silences_their_own_push_but_not_family(schools):
     event = _event(a.org, event_type="achievement_earned", target_user=a.student_user,
                    source_table="student_achievements", source_record_id=a.award.pk)  # fmt: skip
     with dangerously_platform_context():
-        rows = services.push_notification_create_for_event(event=event)
+        rows = from_events.push_notification_create_for_event(event=event)
     assert [r.target_user_id for r in rows] == [a.parent_user.pk]
 
 
@@ -408,7 +408,7 @@ def test_event_kinds_without_push_create_nothing(schools):
     event = _event(schools.a.org, event_type="lesson_progress", event_category="educational",
                    target_user=schools.a.student_user)  # fmt: skip
     with dangerously_platform_context():
-        assert services.push_notification_create_for_event(event=event) == []
+        assert from_events.push_notification_create_for_event(event=event) == []
 
 
 def test_prayer_reminder_event_becomes_prayer_push_with_its_texts(schools):
@@ -428,7 +428,7 @@ def test_prayer_reminder_event_becomes_prayer_push_with_its_texts(schools):
         },
     )  # fmt: skip
     with dangerously_platform_context():
-        (row,) = services.push_notification_create_for_event(event=event)
+        (row,) = from_events.push_notification_create_for_event(event=event)
     assert row.notification_type == "prayer_time"
     assert row.islamic_greeting is True and row.prayer_time_aware is False
     assert row.body_uz == "Asr namozi 15:45 da" and row.title_en == "Prayer time reminder"
@@ -468,7 +468,7 @@ def test_prayer_aware_push_is_held_until_the_window_ends(schools, providers, mak
         scheduled_for=inside - timedelta(hours=1),
         expires_at=inside + timedelta(days=1),
     )
-    monkeypatch.setattr(services.timezone, "now", lambda: inside)
+    monkeypatch.setattr(delivery.timezone, "now", lambda: inside)
 
     report = deliver(push)
 
@@ -476,7 +476,7 @@ def test_prayer_aware_push_is_held_until_the_window_ends(schools, providers, mak
     assert providers.received == []
     held = reload(push)
     assert held.scheduled_for == report.next_attempt_at and held.delivery_status == "pending"
-    monkeypatch.setattr(services.timezone, "now", lambda: report.next_attempt_at + timedelta(seconds=1))
+    monkeypatch.setattr(delivery.timezone, "now", lambda: report.next_attempt_at + timedelta(seconds=1))
     assert deliver(push).status == "sent"
 
 
@@ -498,5 +498,5 @@ def test_urgent_push_is_not_held_for_prayer(schools, providers, make_device, mak
         scheduled_for=inside - timedelta(hours=1),
         expires_at=inside + timedelta(days=1),
     )
-    monkeypatch.setattr(services.timezone, "now", lambda: inside)
+    monkeypatch.setattr(delivery.timezone, "now", lambda: inside)
     assert deliver(push).status == "sent"

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connections
 
 from harry_realtime.tenancy import dangerously_platform_context
-from notifications import services, tasks
+from notifications import delivery, tasks
 from notifications.models import PushDelivery
 
 from .conftest import reload
@@ -87,7 +87,7 @@ def test_task_killed_mid_call_then_rerun_sends_nothing_twice(schools, providers,
     assert rows["fcm-dies"].status == "sending" and rows["fcm-dies"].attempts == 1
 
     # After the lease the sweep settles the unknown outcome without a resend.
-    assert services.push_delivery_resolve_stale(lease_seconds=0) >= 1
+    assert delivery.push_delivery_resolve_stale(lease_seconds=0) >= 1
     tasks.dispatch_due_push_notifications()
     tasks.deliver_push_notification(str(push.pk))
     assert len(providers.for_token("fcm-dies")) == 1
@@ -111,7 +111,7 @@ def test_concurrent_runs_claim_each_device_once(schools, providers, make_device,
 
     def run():
         try:
-            return services.push_notification_deliver(notification_id=push.pk).status
+            return delivery.push_notification_deliver(notification_id=push.pk).status
         finally:
             connections.close_all()
 

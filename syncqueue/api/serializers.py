@@ -14,9 +14,9 @@ from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from harry_realtime import jsonutil
+from syncqueue.apply import IncomingOperation
 from syncqueue.models import STRATEGIES
 from syncqueue.policy import BATTERY_ADJUSTMENT
-from syncqueue.services import IncomingOperation
 
 OPERATION_TYPES = ("INSERT", "UPDATE", "DELETE")
 MAX_ID_LENGTH = 200

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from harry_realtime.api import ApiError, TenantAPIView
 from school.models import Role, User
-from syncqueue import selectors, services
+from syncqueue import selectors, services, upload
 from syncqueue.models import SYNCABLE_TABLES
 
 from .serializers import ConflictResolutionRequestSerializer, QueueSyncRequestSerializer, parse_operation
@@ -38,7 +38,7 @@ class SyncQueueView(TenantAPIView):
         data = serializer.validated_data
         batch_context = data.get("culturalContext") or {}
         parsed = [parse_operation(raw, batch_context=batch_context) for raw in data["operations"]]
-        result = services.operations_upload(
+        result = upload.operations_upload(
             tenant=self.tenant, device_id=data["deviceId"], operations=parsed, battery_mode=data["batteryMode"]
         )
         return Response(result)

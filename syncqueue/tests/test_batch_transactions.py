@@ -4,11 +4,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from harry_realtime.tenancy import dangerously_platform_context
+from harry_realtime.tenancy import Tenant, dangerously_platform_context
 from school.models import FeedbackEntry, HomeTask
-from syncqueue import services
+from syncqueue import apply
 from syncqueue.api.serializers import parse_operation
 from syncqueue.models import OfflineSyncOperation
+from syncqueue.upload import OPERATIONS_PER_TRANSACTION, operations_upload
 
 from .conftest import op
 
@@ -45,7 +46,7 @@ def test_a_database_error_in_one_operation_rolls_back_only_that_operation(school
 
 def test_batch_longer_than_one_transaction_applies_every_operation_once_in_order(schools, client_for, upload):
     a = schools.a
-    count = services.OPERATIONS_PER_TRANSACTION * 2 + 7
+    count = OPERATIONS_PER_TRANSACTION * 2 + 7
     ops = [feedback(a, f"bulk {i}") for i in range(count)]
     client = client_for(a.teacher_user)
     body = upload(client, ops)
@@ -60,27 +61,27 @@ def test_batch_longer_than_one_transaction_applies_every_operation_once_in_order
 def test_an_unexpected_error_keeps_the_operations_before_it_and_releases_the_rest(schools, monkeypatch):
     a = schools.a
     ops = [feedback(a, f"crash {i}") for i in range(5)]
-    real_new_row = services._new_row
+    real_new_row = apply._new_row
 
     def new_row(spec, actor, op, changes, *, id_free):
         if op.data["content"] == "crash 2":
             raise RuntimeError("a bug")
         return real_new_row(spec, actor, op, changes, id_free=id_free)
 
-    monkeypatch.setattr(services, "_new_row", new_row)
-    tenant = services.Tenant(organization_id=a.org.pk, user_id=a.teacher_user.pk, role="teacher")
+    monkeypatch.setattr(apply, "_new_row", new_row)
+    tenant = Tenant(organization_id=a.org.pk, user_id=a.teacher_user.pk, role="teacher")
     parsed = [parse_operation(o, batch_context={}) for o in ops]
     with pytest.raises(RuntimeError, match="a bug"):
-        services.operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
+        operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
 
     stored = platform(lambda: dict(OfflineSyncOperation.objects.values_list("operation_id", "sync_status")))
     assert stored == {ops[0]["id"]: "completed", ops[1]["id"]: "completed"}
     assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="crash ").count()) == 2
 
     # The device retries the batch once the bug is fixed: the rest applies, the first two are repeats.
-    monkeypatch.setattr(services, "_new_row", real_new_row)
+    monkeypatch.setattr(apply, "_new_row", real_new_row)
     parsed = [parse_operation(o, batch_context={}) for o in ops]
-    body = services.operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
+    body = operations_upload(tenant=tenant, device_id="crashy", operations=parsed)
     assert [r["status"] for r in body["results"]] == ["duplicate"] * 2 + ["completed"] * 3
     assert platform(lambda: FeedbackEntry.objects.filter(content__startswith="crash ").count()) == 5
 
