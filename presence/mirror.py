@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from harry_realtime.tenancy import Tenant, tenant_context
 
-from . import services
+from . import sockets
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class PresenceMirror:
 
     def opened(self, *, websocket_id: str, params: dict[str, list[str]]) -> None:
         self.websocket_id = websocket_id
-        self.connection_id = services.uuid_or_none(_first(params, "connection_id"))
+        self.connection_id = sockets.uuid_or_none(_first(params, "connection_id"))
         self.device_id = _first(params, "device_id")
         self.platform = _first(params, "platform")
 
@@ -70,7 +70,7 @@ class PresenceMirror:
         if self.user is None:
             self.user = user
             bound = await self._run(
-                services.socket_opened,
+                sockets.socket_opened,
                 websocket_id=self.websocket_id,
                 connection_id=self.connection_id,
                 device_id=self.device_id,
@@ -82,7 +82,7 @@ class PresenceMirror:
             self.session_id, self.device_id = bound
             self.last_write = time.monotonic()
         await self._run(
-            services.socket_joined,
+            sockets.socket_joined,
             session_id=self.session_id,
             device_id=self.device_id,
             websocket_id=self.websocket_id,
@@ -92,7 +92,7 @@ class PresenceMirror:
 
     async def left(self, *, topic: str) -> None:
         if self.session_id and not self.closed_already:
-            await self._run(services.socket_left, session_id=self.session_id, topic=topic)
+            await self._run(sockets.socket_left, session_id=self.session_id, topic=topic)
 
     def event_delivered(self) -> None:
         self.last_event_at = timezone.now()
@@ -104,7 +104,7 @@ class PresenceMirror:
             return
         self.last_write = time.monotonic()
         await self._run(
-            services.socket_heartbeat,
+            sockets.socket_heartbeat,
             session_id=self.session_id,
             device_id=self.device_id,
             last_event_received=self.last_event_at,
@@ -113,17 +113,17 @@ class PresenceMirror:
     async def tracked(self, *, topic: str, meta: dict) -> None:
         if not self.session_id or self.closed_already:
             return
-        fields = services.presence_fields_from_meta(meta, topic=topic)
+        fields = sockets.presence_fields_from_meta(meta, topic=topic)
         if fields == self.written_presence:
             return
         self.written_presence = fields
-        await self._run(services.presence_tracked, device_id=self.device_id, meta=meta, topic=topic)
+        await self._run(sockets.presence_tracked, device_id=self.device_id, meta=meta, topic=topic)
 
     async def untracked(self, *, topic: str) -> None:
         if not self.session_id or self.closed_already:
             return
         self.written_presence = None
-        await self._run(services.presence_untracked, device_id=self.device_id)
+        await self._run(sockets.presence_untracked, device_id=self.device_id)
 
     async def closed(self) -> None:
         """The socket ended, cleanly or not; later `left` calls of its teardown change nothing."""
@@ -131,4 +131,4 @@ class PresenceMirror:
             return
         self.closed_already = True
         if self.session_id:
-            await self._run(services.socket_closed, session_id=self.session_id, device_id=self.device_id)
+            await self._run(sockets.socket_closed, session_id=self.session_id, device_id=self.device_id)

@@ -5,7 +5,7 @@ import logging
 from asgiref.sync import async_to_sync
 from celery import shared_task
 
-from . import services
+from . import expiry
 
 log = logging.getLogger(__name__)
 
@@ -13,8 +13,8 @@ log = logging.getLogger(__name__)
 @shared_task(name="presence.tasks.expire_presence")
 def expire_presence() -> dict:
     """Disconnect silent connections, take expired presences offline, drop day-old subscriptions."""
-    result = services.presence_expire()
-    dropped = async_to_sync(services.socket_presences_drop)(result.sockets) if result.sockets else 0
+    result = expiry.presence_expire()
+    dropped = async_to_sync(expiry.socket_presences_drop)(result.sockets) if result.sockets else 0
     if result.connections_disconnected or result.presences_offline or result.subscriptions_expired:
         log.info(
             "presence expiry: %s connections disconnected, %s presences offline (%s socket presences left"

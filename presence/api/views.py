@@ -8,7 +8,7 @@ from culture.selectors import client_cultural_context, cultural_context_for
 from harry_realtime.api import ApiError, TenantAPIView, created
 from school.models import Group
 
-from .. import selectors, services
+from .. import attendance, selectors, services
 from . import serializers as s
 
 
@@ -164,7 +164,7 @@ class MarkingView(TenantAPIView):
     def post(self, request):
         data = _valid(s.MarkingStartSerializer, request.data)
         ids = data.get("studentIds")
-        result = services.attendance_marking_start(
+        result = attendance.attendance_marking_start(
             user=request.user,
             group_id=data["groupId"],
             student_ids=[str(i) for i in ids] if ids is not None else None,
@@ -175,13 +175,13 @@ class MarkingView(TenantAPIView):
 
 class MarkingFinishView(TenantAPIView):
     def delete(self, request, group_id):
-        return Response({"success": True, **services.attendance_marking_finish(user=request.user, group_id=group_id)})
+        return Response({"success": True, **attendance.attendance_marking_finish(user=request.user, group_id=group_id)})
 
 
 class MarkView(TenantAPIView):
     def post(self, request):
         data = _valid(s.MarkSerializer, request.data)
-        row = services.attendance_mark(
+        row = attendance.attendance_mark(
             user=request.user,
             group_id=data["groupId"],
             student_id=data["studentId"],

@@ -3,7 +3,7 @@
 import pytest
 
 from harry_realtime.tenancy import Tenant, tenant_context
-from presence import services
+from presence import services, sockets
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ def _register(user, device):
             cultural_preferences={},
             performance_mode="standard",
         )
-        services.presence_tracked(user=user, device_id=device, meta={"activity": f"activity-of-{device}"})
+        sockets.presence_tracked(user=user, device_id=device, meta={"activity": f"activity-of-{device}"})
     return connection
 
 

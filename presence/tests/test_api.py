@@ -309,10 +309,10 @@ def test_unsubscribe_removes_only_the_callers_subscription(schools, client_for):
 
 def track(user, device, **fields):
     from harry_realtime.tenancy import Tenant, tenant_context
-    from presence import services
+    from presence import sockets
 
     with tenant_context(Tenant(user.organization_id, user.pk, user.role)):
-        services.presence_tracked(user=user, device_id=device, meta=fields)
+        sockets.presence_tracked(user=user, device_id=device, meta=fields)
 
 
 def test_group_presence_lists_who_is_online_there_with_activity(schools, client_for, co_teacher_for):

@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from harry_realtime.tenancy import dangerously_platform_context
 from presence import marking
-from presence.services import attendance_topic
+from presence.attendance import attendance_topic
 from school.models import Attendance
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import pytest
 
 from events.models import RealtimeSubscription
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
-from presence import services
+from presence import services, sockets
 from presence.models import RealtimePresence
 
 pytestmark = pytest.mark.django_db
@@ -40,11 +40,11 @@ def test_a_socket_binds_to_the_rest_connection_it_names(schools):
         performance_mode="standard",
     )
     session, device = run(
-        a.teacher_user, services.socket_opened, websocket_id="ws-1", connection_id=connection.connection_id
+        a.teacher_user, sockets.socket_opened, websocket_id="ws-1", connection_id=connection.connection_id
     )
     assert (session, device) == (connection.connection_id, "phone")
     assert {r.websocket_id for r in rows(session_id=session)} == {"ws-1"}
-    by_device = run(a.teacher_user, services.socket_opened, websocket_id="ws-2", device_id="phone")
+    by_device = run(a.teacher_user, sockets.socket_opened, websocket_id="ws-2", device_id="phone")
     assert by_device == (connection.connection_id, "phone")
 
 
@@ -60,7 +60,7 @@ def test_another_users_connection_id_is_not_bound(schools):
         cultural_preferences={},
         performance_mode="standard",
     )
-    session, device = run(a.teacher_user, services.socket_opened, websocket_id="ws", connection_id=theirs.connection_id)
+    session, device = run(a.teacher_user, sockets.socket_opened, websocket_id="ws", connection_id=theirs.connection_id)
     assert session != theirs.connection_id and device == f"socket-{session}"
     assert {r.websocket_id for r in rows(session_id=theirs.connection_id)} == {None}
 
@@ -68,19 +68,19 @@ def test_another_users_connection_id_is_not_bound(schools):
 def test_join_heartbeat_leave_and_close_keep_rows_true(schools):
     a = schools.a
     user = a.teacher_user
-    session, device = run(user, services.socket_opened, websocket_id="ws", device_id="tablet", platform="web")
+    session, device = run(user, sockets.socket_opened, websocket_id="ws", device_id="tablet", platform="web")
     topic = f"attendance:org_{a.org.pk}:group_{a.group.pk}"
-    run(user, services.socket_joined, session_id=session, device_id=device, websocket_id="ws", topic=topic)
+    run(user, sockets.socket_joined, session_id=session, device_id=device, websocket_id="ws", topic=topic)
     (row,) = rows(session_id=session)
     assert (row.channel_name, row.subscription_type, row.connection_status) == (topic, "attendance", "connected")
     before = row.last_heartbeat
-    run(user, services.socket_heartbeat, session_id=session, device_id=device)
+    run(user, sockets.socket_heartbeat, session_id=session, device_id=device)
     (row,) = rows(session_id=session)
     assert row.last_heartbeat > before
-    run(user, services.socket_left, session_id=session, topic=topic)
+    run(user, sockets.socket_left, session_id=session, topic=topic)
     assert rows(session_id=session) == []
-    run(user, services.socket_joined, session_id=session, device_id=device, websocket_id="ws", topic=topic)
-    run(user, services.socket_closed, session_id=session, device_id=device)
+    run(user, sockets.socket_joined, session_id=session, device_id=device, websocket_id="ws", topic=topic)
+    run(user, sockets.socket_closed, session_id=session, device_id=device)
     assert {r.connection_status for r in rows(session_id=session)} == {"disconnected"}
     assert presence(user, "tablet").status == "offline"
 
@@ -88,20 +88,20 @@ def test_join_heartbeat_leave_and_close_keep_rows_true(schools):
 def test_closing_one_session_keeps_the_device_online_while_another_is_live(schools):
     user = schools.a.teacher_user
     topic = f"notifications:org_{schools.a.org.pk}:role_all"
-    first, _ = run(user, services.socket_opened, websocket_id="ws-1", device_id="laptop")
+    first, _ = run(user, sockets.socket_opened, websocket_id="ws-1", device_id="laptop")
     second = str(uuid.uuid4())
-    run(user, services.socket_joined, session_id=first, device_id="laptop", websocket_id="ws-1", topic=topic)
-    run(user, services.socket_joined, session_id=second, device_id="laptop", websocket_id="ws-2", topic=topic)
-    run(user, services.socket_closed, session_id=first, device_id="laptop")
+    run(user, sockets.socket_joined, session_id=first, device_id="laptop", websocket_id="ws-1", topic=topic)
+    run(user, sockets.socket_joined, session_id=second, device_id="laptop", websocket_id="ws-2", topic=topic)
+    run(user, sockets.socket_closed, session_id=first, device_id="laptop")
     assert presence(user, "laptop").status == "online"
-    run(user, services.socket_closed, session_id=second, device_id="laptop")
+    run(user, sockets.socket_closed, session_id=second, device_id="laptop")
     assert presence(user, "laptop").status == "offline"
 
 
 def test_tracked_meta_maps_to_columns_and_drops_values_outside_the_checks(schools):
     a = schools.a
     topic = f"attendance:org_{a.org.pk}:group_{a.group.pk}"
-    fields = services.presence_fields_from_meta(
+    fields = sockets.presence_fields_from_meta(
         {
             "status": "in_class",
             "activity": "marking_attendance",
@@ -122,15 +122,15 @@ def test_tracked_meta_maps_to_columns_and_drops_values_outside_the_checks(school
     }
     run(
         a.teacher_user,
-        services.presence_tracked,
+        sockets.presence_tracked,
         device_id="p",
         meta={"status": "nonsense", "groupId": str(schools.b.group.pk)},
     )
     row = presence(a.teacher_user, "p")
     assert (row.status, row.current_group_id) == ("online", None)
-    run(a.teacher_user, services.presence_tracked, device_id="p", meta={"status": "busy"}, topic=topic)
+    run(a.teacher_user, sockets.presence_tracked, device_id="p", meta={"status": "busy"}, topic=topic)
     row = presence(a.teacher_user, "p")
     assert (row.status, str(row.current_group_id)) == ("busy", str(a.group.pk))
-    run(a.teacher_user, services.presence_untracked, device_id="p")
+    run(a.teacher_user, sockets.presence_untracked, device_id="p")
     row = presence(a.teacher_user, "p")
     assert (row.status, row.current_group_id, row.activity) == ("busy", None, None)

@@ -9,8 +9,8 @@ from django.utils import timezone
 from events.models import RealtimeSubscription
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 from presence import services, state, tasks
+from presence.attendance import attendance_topic
 from presence.models import RealtimePresence
-from presence.services import attendance_topic
 
 pytestmark = pytest.mark.django_db
 
