@@ -196,8 +196,8 @@ def injector(env: dict, rows: list[tuple[str, str]], rate: int, label: str) -> t
     import django
 
     django.setup()
-    from events import outbox
     from events.listener import Listener
+    from events.messages import messages_for
     from events.models import RealtimeEvent
     from harry_realtime.tenancy import dangerously_platform_context
 
@@ -209,7 +209,7 @@ def injector(env: dict, rows: list[tuple[str, str]], rate: int, label: str) -> t
                 .order_by("-seq")
                 .first()
             )
-            templates.append((group, outbox.messages_for(event)))
+            templates.append((group, messages_for(event)))
 
     async def run() -> tuple:
         listener = Listener()

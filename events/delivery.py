@@ -37,8 +37,17 @@ from channels.db import database_sync_to_async
 
 from harry_realtime.tenancy import tenant_context
 
-from . import ferpa, lifecycle, outbox, selectors
+from . import ferpa, lifecycle, selectors
+from .messages import messages_for
 from .protocol import TOPIC_PREFIX, Message, encode, push
+from .recipients import (
+    broadcast_access,
+    broadcast_body,
+    broadcast_for_recipient,
+    postgres_change_access,
+    postgres_change_body,
+)
+from .status import events_mark_delivered, events_mark_sent
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +108,15 @@ def _replayed_messages(claims: Any, user: Any, topic: str, replay: dict) -> list
             after_id=replay.get("after_id"),
             limit=replay.get("limit", 100),
         )
-        return [m for event in events for _, m in outbox.messages_for(event, topic=topic, replayed=True)]
+        return [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
 
 
 @database_sync_to_async
 def _mark(claims: Any, seqs: list[int], *, delivered: bool, user_id: Any = None) -> int:
     with tenant_context(claims.tenant):
         if delivered:
-            return outbox.events_mark_delivered(user_id=user_id, seqs=seqs)
-        return outbox.events_mark_sent(seqs)
+            return events_mark_delivered(user_id=user_id, seqs=seqs)
+        return events_mark_sent(seqs)
 
 
 class PipelineDeliveryMixin:
@@ -154,14 +163,14 @@ class PipelineDeliveryMixin:
         """The frame of a listener's broadcast for this socket, or None when it must not be sent."""
         if self._already_replayed(channel, message.get("meta")):
             return None
-        level = outbox.broadcast_access(message, user_id=channel.user.pk, role=channel.user.role)
+        level = broadcast_access(message, user_id=channel.user.pk, role=channel.user.role)
         if level is None:
             return None
         self._note_target(channel, message)
         return _shared(
             message,
             ("broadcast", channel.topic, level, self.vsn),
-            lambda: encode(push(channel.topic, "broadcast", outbox.broadcast_body(message, level)), self.vsn),
+            lambda: encode(push(channel.topic, "broadcast", broadcast_body(message, level)), self.vsn),
         )
 
     async def realtime_batch(self, message: dict) -> None:
@@ -179,7 +188,7 @@ class PipelineDeliveryMixin:
 
     async def _send_change(self, channel: Any, message: dict) -> None:
         user = channel.user
-        access = outbox.postgres_change_access(
+        access = postgres_change_access(
             message, user_id=user.pk, role=user.role, organization_id=user.organization_id, bindings=channel.bindings
         )
         if access is None:
@@ -187,7 +196,7 @@ class PipelineDeliveryMixin:
         ids, level = access
         # The binding ids are this socket's own; the filtered row is the same for its access level.
         data = _shared(message, ("change data", level), lambda: ferpa.filter_change(message["data"], level))
-        await self._send(push(channel.topic, "postgres_changes", outbox.postgres_change_body(message, ids, data)))
+        await self._send(push(channel.topic, "postgres_changes", postgres_change_body(message, ids, data)))
         lifecycle.delivered(message)
         self._note_target(channel, message)
         self.mirror.event_delivered()
@@ -203,7 +212,7 @@ class PipelineDeliveryMixin:
                 if channel.bindings:
                     await self._send_change(channel, message)
                 continue
-            body = outbox.broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
+            body = broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
             if body is not None:
                 await self._send(push(channel.topic, "broadcast", body))
                 self._note_target(channel, message)

@@ -29,7 +29,10 @@ from channels_redis.core import RedisChannelLayer
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from events import outbox, selectors
+from events import selectors
+from events.messages import messages_for
+from events.prayer_hold import events_hold_for_prayer
+from events.status import events_mark_failed, events_mark_processed
 from events.topics import group_name
 from harry_realtime import kpi
 from harry_realtime.tenancy import dangerously_platform_context
@@ -70,11 +73,11 @@ def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
     with dangerously_platform_context():
         events = selectors.unprocessed_events(limit=limit)
         exhausted = len(events) < limit
-        held = outbox.events_hold_for_prayer(events, at=timezone.now())
+        held = events_hold_for_prayer(events, at=timezone.now())
         events = [event for event in events if event.seq not in held]
         for event in events:
             try:
-                produced = outbox.messages_for(event)
+                produced = messages_for(event)
             except Exception:  # one malformed event must not stop the pipeline for everyone
                 log.exception("event seq=%s could not be turned into messages; marked failed", event.seq)
                 failed.append(event.seq)
@@ -87,13 +90,13 @@ def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
                 message.setdefault("priority", event.priority)
             messages += produced
         if failed:
-            outbox.events_mark_failed(failed)
+            events_mark_failed(failed)
     return [e.seq for e in events if e.seq not in failed], messages, exhausted
 
 
 def _mark_processed(seqs: list[int]) -> None:
     with dangerously_platform_context():
-        outbox.events_mark_processed(seqs)
+        events_mark_processed(seqs)
 
 
 def _seconds_until_scheduled() -> float | None:

@@ -19,11 +19,12 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from events import outbox
 from events.limits import max_payload_bytes
 from events.models import RealtimeEvent
+from events.prayer_hold import prayer_release_at
 from events.protocol import payload_size
 from events.topics import TopicDenied, authorize_topic, group_name
+from notifications.services import push_notification_send
 from school import selectors
 from school.models import Group, Role, Student, StudentGroupEnrollment, Teacher, User
 
@@ -172,8 +173,6 @@ def _push_recipient_ids(sender: User, target: Target, *, include_family: bool) -
 def _push_for_broadcast(
     sender: User, event: RealtimeEvent, target: Target, *, event_type: str, payload: dict, cultural: dict
 ) -> None:
-    from notifications.services import push_notification_send
-
     push_notification_send(
         sender=sender,
         target_user_ids=_push_recipient_ids(
@@ -226,7 +225,7 @@ def broadcast_event_create(
     stored_type, category = EVENT_TYPES[event_type]
     if scheduled_for is None or scheduled_for <= now:
         # Sent now unless the school is at prayer; then the listener sends it when the window ends.
-        scheduled_for = outbox.prayer_release_at(
+        scheduled_for = prayer_release_at(
             organization=sender.organization, priority=priority, kind=stored_type, cultural=cultural, at=now
         )
     deliver_now = scheduled_for is None

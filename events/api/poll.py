@@ -6,7 +6,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from events import domain, ferpa, outbox, selectors
+from events import domain, ferpa, selectors
+from events.messages import messages_for
+from events.recipients import broadcast_for_recipient
 from events.topics import topics_for_user
 from harry_realtime.api import ApiError, TenantAPIView
 
@@ -44,12 +46,12 @@ class PollView(TenantAPIView):
         for event in rows:
             target = event.target_user_id
             messages = []
-            for topic, message in outbox.messages_for(event):
+            for topic, message in messages_for(event):
                 watches = ferpa.access_level(user.pk, message["audience"]) != "public"
                 if user.role != "admin" and topic not in topics and not watches and str(target) != str(user.pk):
                     continue
                 if message["type"] == "realtime.broadcast":
-                    item = outbox.broadcast_for_recipient(message, user_id=user.pk, role=user.role)
+                    item = broadcast_for_recipient(message, user_id=user.pk, role=user.role)
                 else:
                     data = message["data"]
                     if not ferpa.may_receive(

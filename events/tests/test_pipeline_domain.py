@@ -4,8 +4,10 @@ from datetime import date
 
 import pytest
 
-from events import domain, ferpa, outbox
+from events import domain, ferpa
+from events.messages import messages_for
 from events.models import RealtimeEvent
+from events.publish import announcement_publish
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import HomeTask, StudentAchievement, StudentRanking
 
@@ -94,7 +96,7 @@ def test_attendance_sync_event_shape(schools):
 def test_announcement_and_emergency_alert_to_role_topics(schools, as_user):
     a = schools.a
     with as_user(a.admin_user):
-        alert = outbox.announcement_publish(
+        alert = announcement_publish(
             organization_id=a.org.pk,
             role="all",
             title="Fire drill",
@@ -102,7 +104,7 @@ def test_announcement_and_emergency_alert_to_role_topics(schools, as_user):
             emergency=True,
             created_by_id=a.admin_user.pk,
         )
-    [(topic, message)] = [(t, m) for t, m in outbox.messages_for(alert)]
+    [(topic, message)] = [(t, m) for t, m in messages_for(alert)]
     assert topic == f"notifications:org_{a.org.pk}:role_all"
     assert message["event"] == "emergency_alert" and alert.priority == "critical"
 

@@ -7,8 +7,9 @@ import pytest
 from culture.delivery import organization_prayer_status
 from culture.prayer import compute_timetable
 from culture.selectors import location_of, method_for
-from events import outbox, selectors
+from events import selectors
 from events.models import RealtimeEvent
+from events.prayer_hold import events_hold_for_prayer
 from events.services import broadcast_event_create
 from harry_realtime.tenancy import dangerously_platform_context
 
@@ -55,7 +56,7 @@ def test_listener_holds_non_critical_events_until_the_window_ends(schools, praye
         opted_out = event(a, "task_assignment", cultural_context={"prayerTimeAware": False})
         batch = [task, later_task, attendance, alert, opted_out]
 
-        held = outbox.events_hold_for_prayer(batch, at=at)
+        held = events_hold_for_prayer(batch, at=at)
 
         assert held == {task.seq, later_task.seq}
         due = [e.seq for e in selectors.unprocessed_events(limit=100)]
@@ -64,7 +65,7 @@ def test_listener_holds_non_critical_events_until_the_window_ends(schools, praye
         released = RealtimeEvent.objects.filter(scheduled_for=window_end, processed_at__isnull=True).order_by("seq")
         assert [e.seq for e in released] == [task.seq, later_task.seq]  # released together, in their order
 
-        before_prayer = outbox.events_hold_for_prayer([event(b, "task_assignment")], at=at - timedelta(hours=1))
+        before_prayer = events_hold_for_prayer([event(b, "task_assignment")], at=at - timedelta(hours=1))
         assert before_prayer == set()
 
 
@@ -72,7 +73,7 @@ def test_nothing_is_held_when_the_hold_is_off(schools, settings):
     settings.REALTIME_PRAYER_HOLD = False
     with dangerously_platform_context():
         at, _ = dhuhr_window(schools.a.org)
-        assert outbox.events_hold_for_prayer([event(schools.a, "task_assignment")], at=at) == set()
+        assert events_hold_for_prayer([event(schools.a, "task_assignment")], at=at) == set()
 
 
 def broadcast(school, priority: str, at: datetime, prayer_time_aware: bool = True) -> RealtimeEvent:

@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from events import outbox, selectors
+from events import selectors
 from events.models import RealtimeEvent
+from events.status import events_mark_processed
 from harry_realtime.tenancy import dangerously_platform_context
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ def test_mark_processed_sends_group_events_and_leaves_individual_ones_pending(sc
         RealtimeEvent.objects.filter(pk=delivered.pk).update(delivery_status="delivered")
         RealtimeEvent.objects.filter(pk=untouched.pk).update(processed_at=None)
 
-        outbox.events_mark_processed([group.seq, individual.seq, delivered.seq])
+        events_mark_processed([group.seq, individual.seq, delivered.seq])
 
         assert _state(group.seq) == (True, "sent", 1)
         assert _state(individual.seq) == (True, "pending", 1)
