@@ -20,7 +20,7 @@ test: venv
 	bash scripts/test.sh
 
 lint: venv
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 bench-gateway: venv
 	bash scripts/bench.sh bench/gateway.py

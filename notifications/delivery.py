@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from culture.delivery import delivery_decision
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import (
     User,
@@ -123,8 +124,6 @@ def _expire(notification: PushNotification, now: datetime) -> None:
 
 def _prayer_hold(notification: PushNotification, now: datetime) -> datetime | None:
     """When the culture policy holds this push for the school's prayer window, its end."""
-    from culture.delivery import delivery_decision
-
     if not notification.prayer_time_aware:
         return None
     deliver_now, release_at = delivery_decision(

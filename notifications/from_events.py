@@ -25,6 +25,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from culture.messages import PRAYER_NAMES
 from events.models import RealtimeEvent
 from school import selectors as school_selectors
 from school.models import (
@@ -126,8 +127,6 @@ def _event_params(event: RealtimeEvent, notification_type: str, student: Student
         params["teacher"] = (sender.full_name if sender else None) or _text_param(payload, "teacher_name", "sender")
         params["message"] = _text_param(payload, "message", "body", "text")
     elif notification_type == "prayer_time":
-        from culture.messages import PRAYER_NAMES
-
         reminder = payload.get("payload") or {}
         params["prayer"] = PRAYER_NAMES.get(reminder.get("prayerName"), reminder.get("prayerName", ""))
         params["time"] = reminder.get("prayerTime", "")

@@ -23,7 +23,7 @@ from events.models import RealtimeSubscription
 from events.topics import TopicDenied, authorize_topic, topics_for_user
 from harry_realtime.api import ApiError
 from school.models import User
-from syncqueue.models import OfflineSyncOperation
+from syncqueue import selectors as sync_selectors
 
 from .models import PLATFORMS, RealtimePresence
 
@@ -234,9 +234,7 @@ def connection_close(*, user: User, connection_id: str, reason: str, sync_pendin
     presence_offline_unless_live(user.pk, device_id, now=now, status=status)
     result = {"connectionId": str(connection_id), "status": "disconnected", "reason": reason}
     if sync_pending_data:
-        result["pendingSyncOperations"] = OfflineSyncOperation.objects.filter(
-            user=user, device_id=device_id, sync_status__in=["pending", "processing"]
-        ).count()
+        result["pendingSyncOperations"] = sync_selectors.unfinished_operation_count(user=user, device_id=device_id)
     return result
 
 

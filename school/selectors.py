@@ -131,28 +131,6 @@ def age_on(date_of_birth: date, today: date) -> int:
     return years
 
 
-def profile_of(user: User) -> dict:
-    """What the apps need about the signed-in user, including the topics they may join."""
-    from events.topics import topics_for_user
-
-    student = student_for_user(user)
-    teacher = teacher_for_user(user)
-    org = user.organization
-    return {
-        "id": user.pk,
-        "username": user.username,
-        "full_name": user.full_name,
-        "organization": {"id": str(org.pk), "name": org.name, "slug": org.slug, "timezone": org.timezone},
-        "role": user.role,
-        "language": user.language,
-        "student_id": student.pk if student else None,
-        "teacher_id": teacher.pk if teacher else None,
-        "groups": [{"id": g.pk, "name": g.name} for g in groups_of_user(user)],
-        "children": [{"student_id": s.pk, "full_name": s.full_name} for s in children_of(user)],
-        "topics": topics_for_user(user),
-    }
-
-
 def dangerously_users_still_signed_in(identities: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
     """Of (user id, organization id, role) triples, those whose user is still active in that school
     with that role. Reads across schools as the platform role: the gateway's revocation poll only."""

@@ -7,6 +7,7 @@ source scripts/prepare.sh test
 trap 'python scripts/devservices.py down' EXIT
 ruff check .
 ruff format --check .
+lint-imports
 python manage.py makemigrations --check --dry-run --verbosity 0
 python -m pytest -q "$@"
 if [ -f e2e/package.json ]; then

@@ -285,3 +285,10 @@ def due_operations(*, limit: int = 200) -> list[tuple[uuid.UUID, Tenant]]:
             .values_list("pk", "organization_id", "user_id", "user__role")[:limit]
         )
         return [(pk, Tenant(organization_id=org, user_id=user, role=role)) for pk, org, user, role in rows]
+
+
+def unfinished_operation_count(*, user: User, device_id: str) -> int:
+    """The device's operations still pending or being applied. Caller's tenant context."""
+    return OfflineSyncOperation.objects.filter(
+        user=user, device_id=device_id, sync_status__in=["pending", "processing"]
+    ).count()

@@ -4,11 +4,13 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from events.topics import topics_for_user
 from harry_realtime import services as sessions
 from harry_realtime import throttle
 from harry_realtime.api import ApiError, TenantAPIView
 from harry_realtime.auth import TokenError
 from school import selectors
+from school.models import User
 
 from .serializers import MeSerializer, RefreshRequestSerializer, TokenPairSerializer, TokenRequestSerializer
 
@@ -76,4 +78,24 @@ class LogoutView(APIView):
 class MeView(TenantAPIView):
     @extend_schema(responses=MeSerializer)
     def get(self, request):
-        return Response(MeSerializer(selectors.profile_of(request.user)).data)
+        return Response(MeSerializer(profile_of(request.user)).data)
+
+
+def profile_of(user: User) -> dict:
+    """What the apps need about the signed-in user, including the topics they may join."""
+    student = selectors.student_for_user(user)
+    teacher = selectors.teacher_for_user(user)
+    org = user.organization
+    return {
+        "id": user.pk,
+        "username": user.username,
+        "full_name": user.full_name,
+        "organization": {"id": str(org.pk), "name": org.name, "slug": org.slug, "timezone": org.timezone},
+        "role": user.role,
+        "language": user.language,
+        "student_id": student.pk if student else None,
+        "teacher_id": teacher.pk if teacher else None,
+        "groups": [{"id": g.pk, "name": g.name} for g in selectors.groups_of_user(user)],
+        "children": [{"student_id": s.pk, "full_name": s.full_name} for s in selectors.children_of(user)],
+        "topics": topics_for_user(user),
+    }
