@@ -1,4 +1,4 @@
-"""RealtimeSocket: the Supabase Realtime protocol on `/realtime/v1/websocket` (PROTOCOL.md).
+"""RealtimeSocket: the Supabase Realtime protocol on `/realtime/v1/websocket` (docs/protocol.md).
 
 One consumer per WebSocket. Every joined topic is a `JoinedChannel` in `self.channels_joined`
 (keyed by the full `realtime:` topic) holding what the join established: join_ref, config,

@@ -1,4 +1,4 @@
-"""The listener: fans stored events out to topic groups (DESIGN.md decision 1).
+"""The listener: fans stored events out to topic groups (docs/design.md, decision 1).
 
 - One active instance: it holds a session-level advisory lock on its own connection; a second
   instance waits as a standby and takes over when that connection goes away.

@@ -88,7 +88,7 @@ TEMPLATES = [
     },
 ]
 
-# Two database roles (DESIGN.md decision 4): `default` is the app role that serves every
+# Two database roles (docs/design.md, decision 4): `default` is the app role that serves every
 # request under row-level security; `owner` owns the schema and runs migrations only.
 DATABASE_URL = env("DATABASE_URL", "postgres://harry_app:harry_app@127.0.0.1:5432/harry_realtime")
 DATABASE_OWNER_URL = env("DATABASE_OWNER_URL", "postgres://harry_owner:harry_owner@127.0.0.1:5432/harry_realtime")
@@ -125,7 +125,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "harry_realtime.channel_layer.BulkReceiveRedisChannelLayer",
         "CONFIG": {
-            # socket_timeout None: redis-py 8 otherwise closes idle layer sockets (DESIGN.md).
+            # socket_timeout None: redis-py 8 otherwise closes idle layer sockets (docs/design.md, decision 9).
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
             "capacity": env_int("CHANNEL_LAYER_CAPACITY", 20000),
             "expiry": 60,

@@ -1,4 +1,4 @@
-"""The one place that sets the row-level-security context (DESIGN.md decision 4).
+"""The one place that sets the row-level-security context (docs/design.md, decision 4).
 
 Every query against a tenant table runs inside `tenant_context()`: a transaction whose
 transaction-local settings `app.org_id`, `app.user_id` and `app.role` are what the policies

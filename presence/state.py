@@ -1,4 +1,4 @@
-"""WebSocket presence state shared by every server process through Redis (DESIGN.md decision 7).
+"""WebSocket presence state shared by every server process through Redis (docs/design.md, decision 7).
 
 Layout (keys under the channel layer prefix):
   realtime:presence:topic:<topic>   hash   phx_ref -> JSON entry {key, meta, node, user_id, ...}

@@ -1,5 +1,5 @@
 """Change capture: every write to a realtime-enabled table stores its realtime_events row in the
-same transaction and NOTIFYs the listener (DESIGN.md decision 1).
+same transaction and NOTIFYs the listener (docs/design.md, decision 1).
 
 Differences from the spec's trigger functions ("Database Triggers and Real-time Policies"), on purpose:
 - No SECURITY DEFINER. The tables FORCE row-level security, so a definer function owned by the

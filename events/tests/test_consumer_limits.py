@@ -156,7 +156,7 @@ async def test_silent_socket_is_closed(schools, settings):
 
 
 async def test_idle_socket_with_heartbeats_survives_and_still_receives(schools, settings):
-    """The redis-py 8 trap: idle channel-layer connections dropped after ~5 s (DESIGN.md)."""
+    """The redis-py 8 trap: idle channel-layer connections dropped after ~5 s (docs/design.md, decision 9)."""
     settings.REALTIME_IDLE_TIMEOUT_SECONDS = 3
     topic = attendance_topic(schools.a)
     listener = await joined(schools.a.teacher_user, topic)
