@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from harry_realtime import kpi
+from harry_realtime.rediskeys import key
 
 from . import limits
 
@@ -39,7 +40,7 @@ def opened(socket: Any) -> None:
 
 async def authenticated(socket: Any) -> None:
     """The socket's first join took a connection slot: from here on it counts as a connection."""
-    recent = limits.key("recent_close", str(socket.slot.user_id))
+    recent = key("recent_close", str(socket.slot.user_id))
     reconnect = bool(await limits.redis_client().delete(recent))
     kpi.inc("harry_websocket_connects_total", kind="reconnect" if reconnect else "new")
     log.info("socket authenticated", extra={"event": "socket_authenticated", "reconnect": reconnect, **_ids(socket)})
@@ -73,9 +74,7 @@ async def closed(socket: Any, code: int) -> None:
     ids = _ids(socket)
     if socket.slot is not None:
         kpi.inc("harry_websocket_disconnects_total", reason=reason)
-        await limits.redis_client().set(
-            limits.key("recent_close", str(socket.slot.user_id)), "1", ex=RECONNECT_WINDOW_SECONDS
-        )
+        await limits.redis_client().set(key("recent_close", str(socket.slot.user_id)), "1", ex=RECONNECT_WINDOW_SECONDS)
     seconds = time.monotonic() - getattr(socket, "opened_at", time.monotonic())
     log.info(
         "socket closed",

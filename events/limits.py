@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from harry_realtime.rediskeys import key
+
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
 
@@ -28,12 +30,6 @@ def redis_client() -> aioredis.Redis:
         client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None, decode_responses=True)
         _clients[loop] = client
     return client
-
-
-def key(*parts: str) -> str:
-    """A Redis key under the channel layer's prefix, so parallel test runs do not share counts."""
-    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "harry")
-    return ":".join((prefix, "realtime", *parts))
 
 
 def max_channels() -> int:

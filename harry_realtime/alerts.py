@@ -139,7 +139,7 @@ def _school_breaches(sync_backlog: int, outbox_backlog: int) -> list[Breach]:
 def system_alert_raise(*, organization_id: str, breach: Breach, state: str) -> RealtimeEvent:
     """Platform context: a `system_alert` to the school's admins, on their socket topic and as a
     push. `state` is "firing" or "resolved"."""
-    from notifications.services import push_notification_create_for_event
+    from notifications.from_events import push_notification_create_for_event
 
     resolved = state == "resolved"
     message = f"Resolved: {breach.message}" if resolved else breach.message

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from harry_realtime.rediskeys import key
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -250,8 +252,6 @@ def quantile(series: HistogramSeries, q: float, bounds: tuple[float, ...] = LATE
 def open_connections() -> int:
     """Sockets holding a connection slot now, over every school (events/limits.py keeps one
     sorted set per organization, scored by lease end)."""
-    from events.limits import key
-
     client = _redis()
     now = time.time()
     return sum(client.zcount(k, now, "+inf") for k in client.scan_iter(match=key("conn", "org", "*"), count=500))

@@ -25,8 +25,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from events.limits import key, redis_client
+from events.limits import redis_client
 from events.topics import group_name
+from harry_realtime.rediskeys import key
 
 log = logging.getLogger(__name__)
 
