@@ -128,6 +128,8 @@ async function createHarness({ env = {} } = {}) {
     users,
     signingKey,
     token: (user, options) => signToken(signingKey, user, options),
+    // The environment of this harness's server processes (database, channel-layer prefix, key).
+    env: processEnv,
 
     // A REST call under /api/realtime/ as `user`: { status, body }.
     async realtimeApi(server, user, method, path, body) {

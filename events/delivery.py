@@ -18,7 +18,7 @@ Mixed into `RealtimeSocket` (events/consumers.py):
 - `handle_delivery_ack`: the client acknowledgement. Event `delivery_ack` on a joined topic with
   payload `{"ids": [<meta.id>, ...]}` (at most 500) marks those events `delivered`; the reply is
   `{"status": "ok", "response": {"delivered": <count>}}`. realtime-js sends it with
-  `channel._push('delivery_ack', {ids})` (or any Phoenix client with a custom event).
+  `channel.send({type: 'delivery_ack', ids})` (or any Phoenix client with a custom event).
 - Reaching the socket of an event's target user marks it `sent` (batched, off the delivery path).
 - `dispatch`: the fan-out messages (`realtime.postgres_change`, `realtime.broadcast`) skip
   Channels' per-message `aclose_old_connections()`, a thread-pool round trip for every message

@@ -91,7 +91,7 @@ def _counters() -> dict[str, float]:
 def _window(now: float, current: dict[str, float]) -> dict[str, float]:
     """The change of each counter since the newest snapshot at least WINDOW_SECONDS old (or the
     oldest one while the history is shorter); stores the current one for later runs."""
-    client = kpi._redis()
+    client = kpi.redis_client()
     key = kpi.redis_key("alert_snapshots")
     client.zremrangebyscore(key, "-inf", now - SNAPSHOT_KEEP_SECONDS)
     older = client.zrevrangebyscore(key, now - WINDOW_SECONDS, "-inf", start=0, num=1) or client.zrange(key, 0, 0)
@@ -176,7 +176,7 @@ def system_alert_raise(*, organization_id: str, breach: Breach, state: str) -> R
 def _notify_changes(current: dict[tuple[str, str], Breach], schools: set[str]) -> dict[str, int]:
     """Compare this run's breaches with the stored state; tell schools of starts and ends. The
     state changes in Redis once the notices are committed."""
-    client = kpi._redis()
+    client = kpi.redis_client()
     key = kpi.redis_key("alert_state")
     stored = {field.decode(): json.loads(value) for field, value in client.hgetall(key).items()}
     started = {f"{rule}|{org}": breach for (rule, org), breach in current.items() if f"{rule}|{org}" not in stored}

@@ -66,14 +66,12 @@ def exception_handler(exc, context):
     return response
 
 
+# Authenticated by JWT; the handler runs inside the caller's tenant context. The whole handler is
+# one transaction: an error rolls back everything it wrote. Views whose service opens its own
+# per-item transactions set `tenant_transaction = False` and pass `self.tenant` to those services.
+# (A comment, not a docstring: the API schema inherits docstrings as the public description of
+# every view without its own.)
 class TenantAPIView(APIView):
-    """Authenticated by JWT; the handler runs inside the caller's tenant context.
-
-    The whole handler is one transaction: an error rolls back everything it wrote.
-    Views whose service opens its own per-item transactions set `tenant_transaction = False`
-    and pass `self.tenant` to those services.
-    """
-
     tenant_transaction = True
 
     @property

@@ -124,7 +124,7 @@ _buffer = _Buffer()
 _clients: dict[str, redis.Redis] = {}
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     url = settings.REDIS_URL
     if url not in _clients:
         _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
@@ -158,7 +158,7 @@ def flush() -> None:
         return
     minute = int(time.time() // 60)
     try:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = redis_client().pipeline(transaction=False)
         for name, fields in values.items():
             keys = [redis_key(name)]
             if name in PER_MINUTE:
@@ -184,7 +184,7 @@ def _flush_loop() -> None:
 
 def read(name: str) -> dict[str, float]:
     """The cluster-wide sums of one metric's fields, as stored in Redis."""
-    raw = _redis().hgetall(redis_key(name))
+    raw = redis_client().hgetall(redis_key(name))
     return {field.decode(): float(value) for field, value in raw.items()}
 
 
@@ -206,7 +206,7 @@ def histogram_values(name: str) -> dict[tuple[str, ...], HistogramSeries]:
 def recent_histogram(name: str, *, minutes: int) -> HistogramSeries | None:
     """All label sets of a PER_MINUTE histogram together, over the last `minutes` minutes."""
     now = int(time.time() // 60)
-    pipe = _redis().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     for minute in range(now - minutes + 1, now + 1):
         pipe.hgetall(f"{redis_key(name)}@{minute}")
     fields: dict[str, float] = defaultdict(float)
@@ -252,6 +252,6 @@ def quantile(series: HistogramSeries, q: float, bounds: tuple[float, ...] = LATE
 def open_connections() -> int:
     """Sockets holding a connection slot now, over every school (events/limits.py keeps one
     sorted set per organization, scored by lease end)."""
-    client = _redis()
+    client = redis_client()
     now = time.time()
     return sum(client.zcount(k, now, "+inf") for k in client.scan_iter(match=key("conn", "org", "*"), count=500))

@@ -62,3 +62,7 @@ class RefreshToken(TenantModel):
             models.Index(fields=["family_id"], name="auth_refresh_tokens_family"),
             models.Index(fields=["user", "expires_at"], name="auth_refresh_tokens_user_exp"),
         ]
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "spent" if self.used_at else "unused"
+        return f"Refresh token of {self.user} ({state})"

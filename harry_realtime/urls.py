@@ -15,7 +15,11 @@ urlpatterns = [
     path("api/realtime/board", BoardSnapshotView.as_view(), name="realtime-board"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="harry_api/redoc.html"),
+        name="api-redoc",
+    ),
     path("api/", include("school.api.urls")),
     path("api/realtime/", include("events.api.urls")),
     path("api/realtime/", include("presence.api.urls")),

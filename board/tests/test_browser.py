@@ -83,11 +83,11 @@ def _server_env() -> dict[str, str]:
 @pytest.fixture
 def board_server():
     # The board shows the last five minutes' delivery latency: this run's only, not other tests'.
-    client = kpi._redis()
+    client = kpi.redis_client()
     client.delete(*client.keys(kpi.redis_key("harry_delivery_latency_seconds") + "@*"), "none")
     env = _server_env()
     listener = Process(["manage.py", "realtime_listen", "--poll-interval", "1"], "listener active", env)
-    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets", "--lifespan", "off"]
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets-sansio", "--lifespan", "off"]
     web = Process([*args, "harry_realtime.asgi:application"], r"Uvicorn running on http://127.0.0.1:(\d+)", env)
     yield f"http://127.0.0.1:{web.match[1]}"
     web.stop()
@@ -160,6 +160,14 @@ def test_the_board_updates_live_when_a_teacher_marks_a_student(board_server, bro
     seconds = time.monotonic() - marked_at
     print(f"\nstaff board showed the mark {seconds * 1000:.0f} ms after the API answered")
     assert seconds < 1.0
+
+    # The attendance change's own frames reach the board's socket too: its latency shows up.
+    def delivered(driver) -> bool:
+        driver.execute_script("window.harryBoard.refresh()")
+        time.sleep(0.5)
+        return "ms" in (_text(driver, "#health") or "") and _text(driver, "#health").count("no deliveries") == 0
+
+    _wait(browser, delivered, 15, "the p99 delivery latency")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

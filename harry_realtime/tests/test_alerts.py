@@ -29,7 +29,7 @@ TRANSACTIONAL = pytest.mark.django_db(transaction=True, databases=["default", "o
 
 @pytest.fixture(autouse=True)
 def fresh_alert_state():
-    client = kpi._redis()
+    client = kpi.redis_client()
     client.delete(kpi.redis_key("alert_state"), kpi.redis_key("alert_snapshots"))
     yield
     client.delete(kpi.redis_key("alert_state"), kpi.redis_key("alert_snapshots"))
