@@ -81,6 +81,8 @@ def test_a_schools_sync_backlog_alerts_its_admins_once_then_recovers(schools, mo
     alerts.alerts_evaluate()
 
     assert [n["state"] for n in notices(a.org, "sync_backlog")] == ["firing", "resolved"]
+    raised = kpi.counter_values("harry_system_alerts_total")
+    assert raised[("sync_backlog", "firing")] >= 1 and raised[("sync_backlog", "resolved")] >= 1
     assert notices(a.org, "sync_backlog")[1]["message"].startswith("Resolved: ")
 
 

@@ -167,3 +167,26 @@ def test_sync_and_push_outcomes_of_the_last_day(schools):
     assert grew("harry_sync_operations_24h", status="conflict", conflict="true") == 1
     assert grew("harry_push_deliveries_24h", provider="fcm", status="sent") == 1
     assert grew("harry_push_deliveries_24h", provider="fcm", status="invalid_token") == 1
+
+
+async def test_silent_and_dropped_sockets_count_as_such(schools, settings):
+    settings.REALTIME_IDLE_TIMEOUT_SECONDS = 1
+    topic = f"realtime:attendance:org_{schools.a.org.pk}:group_{schools.a.group.pk}"
+    before = await sync_to_async(figures)()
+    silent = Socket()
+    await silent.connect()
+    assert (await silent.join(topic, token(schools.a.teacher_user))).payload["status"] == "ok"
+    while (await silent.comm.receive_output(4))["type"] != "websocket.close":
+        pass  # the join's presence frames, then the server's close
+    await silent.close()
+    lost = Socket()
+    await lost.connect()
+    assert (await lost.join(topic, token(schools.a.admin_user))).payload["status"] == "ok"
+    await lost.comm.disconnect(code=1006)  # the network went away: no close frame
+    after = await sync_to_async(figures)()
+    await sync_to_async(connections.close_all)()
+
+    grew = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)
+    assert grew("harry_heartbeats_total", outcome="missed") == 1
+    assert grew("harry_websocket_disconnects_total", reason="idle_timeout") == 1
+    assert grew("harry_websocket_disconnects_total", reason="dropped") == 1
