@@ -146,3 +146,23 @@ def platform_login(client):
 
 def pytest_configure(config):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+async def worker_connections_closed():
+    """Worker threads that ran ORM code (the consumer's, the listener's) keep their connections;
+    close them so the test database can be dropped."""
+    from channels.db import database_sync_to_async
+
+    yield
+    await database_sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+async def sockets():
+    """`await sockets.joined(user, topic)` / `await sockets.open()`: closed at teardown, pass or fail."""
+    from harry_realtime.testing import Sockets
+
+    opened = Sockets()
+    yield opened
+    await opened.close_all()

@@ -13,8 +13,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from rest_framework.response import Response
 
-from harry_realtime.api import ApiError, TenantAPIView
+from harry_realtime.api import TenantAPIView
 from harry_realtime.auth import issue_access_token
+from harry_realtime.errors import Forbidden
 from harry_realtime.middleware import user_scope
 
 from . import selectors
@@ -77,5 +78,5 @@ class BoardSnapshotView(TenantAPIView):
 
     def get(self, request):
         if not selectors.may_use_board(request.user):
-            raise ApiError("forbidden_role", "The staff board is for admins and teachers.", status_code=403)
+            raise Forbidden("forbidden_role", "The staff board is for admins and teachers.")
         return Response(selectors.board_snapshot(request.user))

@@ -68,3 +68,10 @@ def delivery_decision(
     if not may_be_held(priority=priority, kind=kind):
         return True, None
     return decide(priority=priority, kind=kind, status=organization_prayer_status(organization, at))
+
+
+def held_until(*, organization: Organization, priority: str, kind: str, at: datetime) -> datetime | None:
+    """The end of the prayer window that holds this delivery, or None when it goes now (sockets
+    and pushes both ask this)."""
+    deliver_now, release_at = delivery_decision(organization=organization, priority=priority, kind=kind, at=at)
+    return None if deliver_now else release_at

@@ -15,6 +15,8 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 
+from harry_realtime.errors import Invalid
+
 EVENTS = ("*", "INSERT", "UPDATE", "DELETE")
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
 SCHEMA = "public"
@@ -41,12 +43,15 @@ REALTIME_TABLES = (
 _ids = itertools.count(1)
 
 
-class BindingError(Exception):
-    """A binding the server refuses; `reason` is safe to send to the client."""
+class BindingError(Invalid):
+    """A binding the server refuses; `reason` is the join's protocol error reply."""
 
     def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__("invalid_binding", reason)
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
 
 @cache

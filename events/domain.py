@@ -15,6 +15,7 @@ from typing import Any
 
 from hijridate import Gregorian
 
+from events.topics import notifications_topic
 from school.selectors import age_on
 
 AGE_GROUPS = ("10-12", "13-15", "16-18")
@@ -40,25 +41,6 @@ def celebration_style(date_of_birth: date, today: date) -> str:
     if 16 <= age <= 18:
         return "professional_recognition"
     return "standard_notification"
-
-
-def celebration_triggered(
-    *, old_rank: int | None, new_rank: int, old_level: int | None, new_level: int, points_change: int
-) -> bool:
-    """Rank improved, level up, or a gain of 100 points or more."""
-    return (
-        (old_rank is not None and new_rank < old_rank)
-        or (old_level is not None and new_level > old_level)
-        or points_change >= 100
-    )
-
-
-def family_notification_for_ranking(group: str | None) -> bool:
-    return group == "10-12"
-
-
-def family_notification_for_achievement(date_of_birth: date, today: date) -> bool:
-    return age_on(date_of_birth, today) < 16
 
 
 _CELEBRATION_MESSAGES = {
@@ -306,7 +288,7 @@ def broadcasts(event: Any) -> list[tuple[str, str, dict]]:
     if not event.source_table:
         payload = event.event_payload
         if not topics and event.target_user_id and event.target_user_type:
-            topics = [f"notifications:org_{event.organization_id}:role_{event.target_user_type}"]
+            topics = [notifications_topic(event.organization_id, event.target_user_type)]
         name = meta.get("event") or (payload.get("type") if isinstance(payload, dict) else None) or event.event_type
         return [(t, name, payload) for t in topics]
     if not meta.get("domain_event", True):

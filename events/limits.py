@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from harry_realtime.errors import TooMany
 from harry_realtime.rediskeys import key
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
@@ -90,10 +91,15 @@ return 0
 """
 
 
-class ConnectionLimitReached(Exception):
+class ConnectionLimitReached(TooMany):
+    """Over the user's or organization's connections; `reason` is the join's protocol error reply."""
+
     def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__("connection_limit_reached", reason)
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
-from culture.delivery import decide, delivery_decision, may_be_held, organization_prayer_status
+from culture.delivery import decide, held_until, may_be_held, organization_prayer_status
 from events.models import RealtimeEvent
 
 
@@ -28,8 +28,7 @@ def prayer_release_at(
     """
     if not settings.REALTIME_PRAYER_HOLD or not _prayer_aware(cultural):
         return None
-    deliver_now, release_at = delivery_decision(organization=organization, priority=priority, kind=kind, at=at)
-    return None if deliver_now else release_at
+    return held_until(organization=organization, priority=priority, kind=kind, at=at)
 
 
 def events_hold_for_prayer(events: list[RealtimeEvent], *, at: datetime) -> set[int]:

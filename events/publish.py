@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from events import domain
 from events.models import RealtimeEvent
+from events.topics import notifications_topic
 
 
 @transaction.atomic
@@ -55,7 +56,7 @@ def announcement_publish(
     created_by_id: uuid.UUID | str | None = None,
 ) -> RealtimeEvent:
     """A system announcement (or emergency alert, critical priority) to a `notifications:` role topic."""
-    topic = f"notifications:org_{organization_id}:role_{role}"
+    topic = notifications_topic(organization_id, role)
     name = "emergency_alert" if emergency else "system_announcement"
     return event_publish(
         organization_id=organization_id,

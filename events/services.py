@@ -1,10 +1,9 @@
 """Broadcast writes: store the event first, then fan it out to topic groups on commit.
 
-Fan-out is the channel-layer message every RealtimeSocket understands:
-`{"type": "realtime.broadcast", "topic", "event", "payload", "meta", "sender"}` sent to
-`group_name(topic)`. Stored broadcasts carry `meta.id = seq` like the listener's messages, are
-stored with `processed_at` set (this service already fanned them out, so the listener skips
-them), and `event_metadata.topics`/`event` so replay and the poll fallback find them.
+Fan-out sends a `BroadcastMessage` (events/messages.py) to `group_name(topic)`. Stored
+broadcasts carry `meta.id = seq` like the listener's messages, are stored with `processed_at`
+set (this service already fanned them out, so the listener skips them), and
+`event_metadata.topics`/`event` so replay and the poll fallback find them.
 """
 
 from __future__ import annotations
@@ -20,10 +19,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from events.limits import max_payload_bytes
+from events.messages import broadcast_message
 from events.models import RealtimeEvent
 from events.prayer_hold import prayer_release_at
 from events.protocol import payload_size
-from events.topics import TopicDenied, authorize_topic, group_name
+from events.topics import (
+    TopicDenied,
+    attendance_topic,
+    authorize_topic,
+    group_name,
+    groups_topic,
+    notifications_topic,
+    rankings_topic,
+    tasks_topic,
+)
+from harry_realtime.errors import Forbidden, Invalid, TooLarge
+from notifications.models import EVENT_PRIORITY_TO_PUSH
 from notifications.services import push_notification_send
 from school import selectors
 from school.models import Group, Role, Student, StudentGroupEnrollment, Teacher, User
@@ -48,18 +59,6 @@ PUSH_TYPES = {
     "teacher_message": "teacher_message",
 }
 # realtime_events.priority -> push_notifications.priority (the two tables use different words)
-PUSH_PRIORITIES = {"low": "low", "medium": "normal", "high": "high", "critical": "urgent"}
-
-
-class BroadcastRefused(Exception):
-    """A broadcast the caller may not make; `code` is machine-readable."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400, details: Any = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.details = details
 
 
 @dataclass(frozen=True)
@@ -71,42 +70,33 @@ class Target:
 
 def fan_out(*, topic: str, event: str, payload: Any, meta: dict | None = None, sender: str | None = None) -> None:
     """Send one broadcast to every socket joined to `topic`, on any server process."""
-    async_to_sync(get_channel_layer().group_send)(
-        group_name(topic),
-        {
-            "type": "realtime.broadcast",
-            "topic": topic,
-            "event": event,
-            "payload": payload,
-            "meta": meta,
-            "sender": sender,
-        },
-    )
+    message = broadcast_message(topic=topic, event=event, payload=payload, meta=meta, sender=sender)
+    async_to_sync(get_channel_layer().group_send)(group_name(topic), message)
 
 
 def _student_topic(org: Any, student_id: Any, event_type: str) -> str:
-    kind = "rankings" if event_type in ("ranking_update", "achievement_earned") else "tasks"
-    return f"{kind}:org_{org}:student_{student_id}"
+    build = rankings_topic if event_type in ("ranking_update", "achievement_earned") else tasks_topic
+    return build(org, student_id)
 
 
 def _individual_target(sender: User, target_id: str, event_type: str) -> Target:
     user = User.objects.filter(pk=target_id, organization_id=sender.organization_id, is_active=True).first()
     if user is None:
-        raise BroadcastRefused("unknown_target", f"No user {target_id} in your organization.", details=[target_id])
+        raise Invalid("unknown_target", f"No user {target_id} in your organization.", details=[target_id])
     org = sender.organization_id
     if user.role == Role.STUDENT:
         student = Student.objects.filter(user_id=user.pk).first()
         if student is None:
-            raise BroadcastRefused("target_has_no_topic", f"User {target_id} has no student record.")
+            raise Invalid("target_has_no_topic", f"User {target_id} has no student record.")
         if not selectors.user_may_watch_student(sender, student.pk):
-            raise BroadcastRefused("forbidden_target", f"You do not teach student user {target_id}.", status=403)
+            raise Forbidden("forbidden_target", f"You do not teach student user {target_id}.")
         return Target(topics=(_student_topic(org, student.pk, event_type),), user=user)
     if user.role == Role.TEACHER:
         teacher = Teacher.objects.filter(user_id=user.pk, deleted_at__isnull=True).first()
         if teacher is None:
-            raise BroadcastRefused("target_has_no_topic", f"User {target_id} has no teacher record.")
-        return Target(topics=(f"groups:org_{org}:teacher_{teacher.pk}",), user=user)
-    raise BroadcastRefused(
+            raise Invalid("target_has_no_topic", f"User {target_id} has no teacher record.")
+        return Target(topics=(groups_topic(org, teacher.pk),), user=user)
+    raise Invalid(
         "target_has_no_topic",
         f"User {target_id} is a {user.role}; individual broadcasts reach students and teachers. "
         "Use targetScope organization for role-wide messages.",
@@ -116,14 +106,14 @@ def _individual_target(sender: User, target_id: str, event_type: str) -> Target:
 def _group_target(sender: User, target_id: str, event_type: str) -> Target:
     group = Group.objects.filter(pk=target_id, organization_id=sender.organization_id).first()
     if group is None:
-        raise BroadcastRefused("unknown_target", f"No group {target_id} in your organization.", details=[target_id])
+        raise Invalid("unknown_target", f"No group {target_id} in your organization.", details=[target_id])
     if not selectors.user_may_watch_group(sender, group.pk):
-        raise BroadcastRefused("forbidden_target", f"You are not assigned to group {target_id}.", status=403)
+        raise Forbidden("forbidden_target", f"You are not assigned to group {target_id}.")
     org = sender.organization_id
     students = StudentGroupEnrollment.objects.filter(
         group_id=group.pk, status=StudentGroupEnrollment.Status.ACTIVE
     ).values_list("student_id", flat=True)
-    topics = [f"attendance:org_{org}:group_{group.pk}"]
+    topics = [attendance_topic(org, group.pk)]
     topics += [_student_topic(org, s, event_type) for s in sorted(str(s) for s in students)]
     return Target(topics=tuple(topics), group=group)
 
@@ -132,17 +122,17 @@ def _targets(sender: User, scope: str, target_ids: list[str], event_type: str) -
     org = str(sender.organization_id)
     if scope == "organization":
         if sender.role != Role.ADMIN:
-            raise BroadcastRefused("forbidden_scope", "Only admins broadcast to the whole organization.", status=403)
+            raise Forbidden("forbidden_scope", "Only admins broadcast to the whole organization.")
         if any(str(t) != org for t in target_ids):
-            raise BroadcastRefused("unknown_target", "Organization broadcasts target your own organization only.")
-        return [Target(topics=(f"notifications:org_{org}:role_all",))]
+            raise Invalid("unknown_target", "Organization broadcasts target your own organization only.")
+        return [Target(topics=(notifications_topic(org, "all"),))]
     if not target_ids:
-        raise BroadcastRefused("missing_targets", f"targetScope {scope} needs targetIds.")
+        raise Invalid("missing_targets", f"targetScope {scope} needs targetIds.")
     for target_id in target_ids:
         try:
             uuid.UUID(str(target_id))
         except ValueError:
-            raise BroadcastRefused("unknown_target", f"{target_id!r} is not an id.", details=[target_id]) from None
+            raise Invalid("unknown_target", f"{target_id!r} is not an id.", details=[target_id]) from None
     build = _individual_target if scope == "individual" else _group_target
     return [build(sender, str(t), event_type) for t in dict.fromkeys(target_ids)]
 
@@ -181,7 +171,7 @@ def _push_for_broadcast(
         notification_type=PUSH_TYPES[event_type],
         title=payload["title"],
         body=payload["content"],
-        priority=PUSH_PRIORITIES[event.priority],
+        priority=EVENT_PRIORITY_TO_PUSH[event.priority],
         scheduled_for=event.scheduled_for,
         expires_at=event.expires_at,
         prayer_time_aware=bool(cultural.get("prayerTimeAware", True)),
@@ -211,50 +201,38 @@ def broadcast_event_create(
     prayer window for a non-critical event sent during it, is stored for the listener to deliver
     when it falls due.
     """
-    if sender.role not in (Role.TEACHER, Role.ADMIN):
-        raise BroadcastRefused("forbidden_role", "Only teachers and admins broadcast events.", status=403)
-    if event_type not in EVENT_TYPES:
-        raise BroadcastRefused("unknown_event_type", f"Unknown eventType {event_type!r}.")
-    if target_scope not in SCOPES:
-        raise BroadcastRefused("unknown_scope", f"Unknown targetScope {target_scope!r}.")
     now = now or timezone.now()
-    if expires_at is not None and expires_at <= now:
-        raise BroadcastRefused("already_expired", "expiresAt is in the past.")
-    if payload_size(payload) > max_payload_bytes():
-        raise BroadcastRefused("payload_size_exceeded", f"The payload exceeds {max_payload_bytes()} bytes.")
-    stored_type, category = EVENT_TYPES[event_type]
+    _check_broadcast(
+        sender=sender, event_type=event_type, target_scope=target_scope, payload=payload, expires_at=expires_at, now=now
+    )
     if scheduled_for is None or scheduled_for <= now:
         # Sent now unless the school is at prayer; then the listener sends it when the window ends.
         scheduled_for = prayer_release_at(
-            organization=sender.organization, priority=priority, kind=stored_type, cultural=cultural, at=now
+            organization=sender.organization,
+            priority=priority,
+            kind=EVENT_TYPES[event_type][0],
+            cultural=cultural,
+            at=now,
         )
-    deliver_now = scheduled_for is None
     events: list[RealtimeEvent] = []
     for target in _targets(sender, target_scope, target_ids, event_type):
-        event = RealtimeEvent.objects.create(
-            organization_id=sender.organization_id,
-            event_type=stored_type,
-            event_category=category,
+        event = _broadcast_stored(
+            sender=sender,
+            target=target,
+            event_type=event_type,
+            target_scope=target_scope,
+            payload=payload,
             priority=priority,
-            event_payload={**payload, "eventType": event_type, "targetScope": target_scope},
-            event_metadata={"topics": list(target.topics), "event": event_type, "source": "broadcast_api"},
-            target_user=target.user,
-            target_user_type=target.user.role if target.user else None,
-            target_group=target.group,
-            broadcast_scope=target_scope,
-            delivery_method=sorted({DELIVERY_METHODS[m] for m in (methods or ["websocket"])}),
-            cultural_context=cultural or {},
-            scheduled_for=scheduled_for or now,
+            methods=methods or ["websocket"],
+            cultural=cultural or {},
+            scheduled_for=scheduled_for,
             expires_at=expires_at,
-            processed_at=now if deliver_now else None,
-            delivery_status="sent" if deliver_now else "pending",
-            created_by=sender,
+            now=now,
         )
-        event.refresh_from_db(fields=["seq"])
         events.append(event)
         if "push_notification" in (methods or []):
             _push_for_broadcast(sender, event, target, event_type=event_type, payload=payload, cultural=cultural or {})
-        if deliver_now:
+        if scheduled_for is None:
             for topic in target.topics:
                 message = {
                     "topic": topic,
@@ -264,6 +242,67 @@ def broadcast_event_create(
                 }
                 transaction.on_commit(lambda m=message: fan_out(**m))
     return events
+
+
+def _check_broadcast(
+    *,
+    sender: User,
+    event_type: str,
+    target_scope: str,
+    payload: dict[str, Any],
+    expires_at: datetime | None,
+    now: datetime,
+) -> None:
+    if sender.role not in (Role.TEACHER, Role.ADMIN):
+        raise Forbidden("forbidden_role", "Only teachers and admins broadcast events.")
+    if event_type not in EVENT_TYPES:
+        raise Invalid("unknown_event_type", f"Unknown eventType {event_type!r}.")
+    if target_scope not in SCOPES:
+        raise Invalid("unknown_scope", f"Unknown targetScope {target_scope!r}.")
+    if expires_at is not None and expires_at <= now:
+        raise Invalid("already_expired", "expiresAt is in the past.")
+    if payload_size(payload) > max_payload_bytes():
+        raise Invalid("payload_size_exceeded", f"The payload exceeds {max_payload_bytes()} bytes.")
+
+
+def _broadcast_stored(
+    *,
+    sender: User,
+    target: Target,
+    event_type: str,
+    target_scope: str,
+    payload: dict[str, Any],
+    priority: str,
+    methods: list[str],
+    cultural: dict[str, Any],
+    scheduled_for: datetime | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> RealtimeEvent:
+    """The target's outbox row; sent now (`scheduled_for` None) it is stored as already fanned out."""
+    stored_type, category = EVENT_TYPES[event_type]
+    deliver_now = scheduled_for is None
+    event = RealtimeEvent.objects.create(
+        organization_id=sender.organization_id,
+        event_type=stored_type,
+        event_category=category,
+        priority=priority,
+        event_payload={**payload, "eventType": event_type, "targetScope": target_scope},
+        event_metadata={"topics": list(target.topics), "event": event_type, "source": "broadcast_api"},
+        target_user=target.user,
+        target_user_type=target.user.role if target.user else None,
+        target_group=target.group,
+        broadcast_scope=target_scope,
+        delivery_method=sorted({DELIVERY_METHODS[m] for m in methods}),
+        cultural_context=cultural,
+        scheduled_for=scheduled_for or now,
+        expires_at=expires_at,
+        processed_at=now if deliver_now else None,
+        delivery_status="sent" if deliver_now else "pending",
+        created_by=sender,
+    )
+    event.refresh_from_db(fields=["seq"])
+    return event
 
 
 def client_broadcast_send(*, sender: User, messages: list[dict[str, Any]]) -> int:
@@ -277,11 +316,9 @@ def client_broadcast_send(*, sender: User, messages: list[dict[str, Any]]) -> in
         try:
             authorize_topic(sender, message["topic"])
         except TopicDenied as denied:
-            raise BroadcastRefused("forbidden_topic", denied.reason, status=403, details={"index": index}) from None
+            raise Forbidden("forbidden_topic", denied.reason, details={"index": index}) from None
         if payload_size(message.get("payload")) > max_payload_bytes():
-            raise BroadcastRefused(
-                "payload_size_exceeded", f"Message {index} exceeds {max_payload_bytes()} bytes.", status=413
-            )
+            raise TooLarge("payload_size_exceeded", f"Message {index} exceeds {max_payload_bytes()} bytes.")
         checked.append(message)
     for message in checked:
         transaction.on_commit(

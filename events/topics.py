@@ -12,7 +12,9 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
+from harry_realtime.errors import Forbidden
 from school import selectors
 from school.models import Role, User
 
@@ -34,12 +36,37 @@ PATTERNS = {
 ROLE_TOPIC_VALUES = ("student", "teacher", "admin", "parent", "all")
 
 
-class TopicDenied(Exception):
-    """The user may not join; `reason` is safe to send to the client."""
+# Builders, one per pattern above (events/tests/test_topics.py checks each against its pattern).
+def rankings_topic(organization_id: Any, student_id: Any) -> str:
+    return f"rankings:org_{organization_id}:student_{student_id}"
+
+
+def tasks_topic(organization_id: Any, student_id: Any) -> str:
+    return f"tasks:org_{organization_id}:student_{student_id}"
+
+
+def attendance_topic(organization_id: Any, group_id: Any) -> str:
+    return f"attendance:org_{organization_id}:group_{group_id}"
+
+
+def groups_topic(organization_id: Any, teacher_id: Any) -> str:
+    return f"groups:org_{organization_id}:teacher_{teacher_id}"
+
+
+def notifications_topic(organization_id: Any, role: str) -> str:
+    """`role` is a user role or `all` (everyone in the school)."""
+    return f"notifications:org_{organization_id}:role_{role}"
+
+
+class TopicDenied(Forbidden):
+    """The user may not join; `reason` ("Unauthorized: …") is the join's protocol error reply."""
 
     def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__("topic_denied", reason)
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -96,7 +123,7 @@ def authorize_topic(user: User, name: str) -> Topic:
 def topics_for_user(user: User) -> list[str]:
     """Every topic this user may and should join, from their role and relations."""
     org = user.organization_id
-    topics = [f"notifications:org_{org}:role_all", f"notifications:org_{org}:role_{user.role}"]
+    topics = [notifications_topic(org, "all"), notifications_topic(org, user.role)]
     if user.role == Role.STUDENT:
         student = selectors.student_for_user(user)
         students = [student] if student else []
@@ -105,16 +132,14 @@ def topics_for_user(user: User) -> list[str]:
     else:
         students = []
     for student in students:
-        topics += [f"rankings:org_{org}:student_{student.pk}", f"tasks:org_{org}:student_{student.pk}"]
+        topics += [rankings_topic(org, student.pk), tasks_topic(org, student.pk)]
     if user.role == Role.TEACHER:
         teacher = selectors.teacher_for_user(user)
         if teacher:
-            topics.append(f"groups:org_{org}:teacher_{teacher.pk}")
-            topics += [
-                f"attendance:org_{org}:group_{g}" for g in sorted(selectors.active_group_ids_of_teacher(teacher.pk))
-            ]
+            topics.append(groups_topic(org, teacher.pk))
+            topics += [attendance_topic(org, g) for g in sorted(selectors.active_group_ids_of_teacher(teacher.pk))]
     if user.role == Role.ADMIN:
-        topics += [f"attendance:org_{org}:group_{g.pk}" for g in selectors.groups_of_user(user)]
+        topics += [attendance_topic(org, g.pk) for g in selectors.groups_of_user(user)]
     return topics
 
 

@@ -1,9 +1,13 @@
 """The one base API view that scopes every request to its tenant, and the error format.
 
-Errors always look like `{"error": {"code": "...", "message": "...", "details": ...}}`.
+Errors always look like `{"error": {"code": "...", "message": "...", "details": ...}}`. Services
+raise the domain's errors (`harry_realtime/errors.py`); `HTTP_STATUS` maps each kind to its status.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -13,21 +17,48 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from .errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotAuthenticated,
+    NotFound,
+    TooLarge,
+    TooMany,
+    Unavailable,
+)
 from .tenancy import Tenant, tenant_context
 
+HTTP_STATUS: dict[type[DomainError], int] = {
+    Invalid: status.HTTP_400_BAD_REQUEST,
+    NotAuthenticated: status.HTTP_401_UNAUTHORIZED,
+    Forbidden: status.HTTP_403_FORBIDDEN,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    TooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    TooMany: status.HTTP_429_TOO_MANY_REQUESTS,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
 
-class ApiError(exceptions.APIException):
-    """A domain error with its own HTTP status and machine-readable code."""
 
-    def __init__(
-        self, code: str, message: str, *, status_code: int = 400, details=None, retry_after: int | None = None
-    ):
-        super().__init__(message, code)
-        self.status_code = status_code
-        self.error_code = code
-        self.details = details
-        # DRF's handler turns `wait` into a Retry-After header.
-        self.wait = retry_after
+def http_status(error: DomainError) -> int:
+    """The status of the error's kind (its nearest listed class); 400 for the bare base class."""
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return status.HTTP_400_BAD_REQUEST
+
+
+class _DomainErrorResponse(exceptions.APIException):
+    """A domain error handed to DRF's handler, which then rolls back and sets headers as for any
+    API error (`wait` becomes Retry-After)."""
+
+    def __init__(self, error: DomainError):
+        super().__init__(error.message, error.code)
+        self.status_code = http_status(error)
+        self.error = error
+        self.wait = getattr(error, "retry_after", None)
 
 
 def error_body(code: str, message: str, details=None) -> dict:
@@ -38,8 +69,6 @@ def error_body(code: str, message: str, details=None) -> dict:
 
 
 def _code_of(exc: exceptions.APIException) -> str:
-    if isinstance(exc, ApiError):
-        return exc.error_code
     if isinstance(exc, exceptions.ValidationError):
         return "validation_error"
     codes = exc.get_codes()
@@ -47,7 +76,9 @@ def _code_of(exc: exceptions.APIException) -> str:
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, Http404):
+    if isinstance(exc, DomainError):
+        exc = _DomainErrorResponse(exc)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -58,8 +89,8 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         body = error_body("validation_error", "The request is not valid.", exc.detail)
-    elif isinstance(exc, ApiError):
-        body = error_body(exc.error_code, exc.detail, exc.details)
+    elif isinstance(exc, _DomainErrorResponse):
+        body = error_body(exc.error.code, exc.error.message, exc.error.details)
     else:
         body = error_body(_code_of(exc), exc.detail)
     response.data = body
@@ -78,26 +109,22 @@ class TenantAPIView(APIView):
     def tenant(self) -> Tenant:
         return self.request.auth.tenant
 
-    def dispatch(self, request, *args, **kwargs):
-        self.args = args
-        self.kwargs = kwargs
-        request = self.initialize_request(request, *args, **kwargs)
-        self.request = request
-        self.headers = self.default_response_headers
-        try:
-            self.initial(request, *args, **kwargs)
-            handler = getattr(self, request.method.lower(), None)
-            if request.method.lower() not in self.http_method_names or handler is None:
-                handler = self.http_method_not_allowed
-            if self.tenant_transaction and request.auth is not None:
-                with tenant_context(self.tenant):
-                    response = handler(request, *args, **kwargs)
-            else:
-                response = handler(request, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - DRF's own contract: every error becomes a response
-            response = self.handle_exception(exc)
-        self.response = self.finalize_response(request, response, *args, **kwargs)
-        return self.response
+    def initial(self, request, *args, **kwargs):
+        """After DRF's checks (authentication, permissions, throttles), wrap the handler DRF is
+        about to call so that it runs inside the caller's tenant context."""
+        super().initial(request, *args, **kwargs)
+        method = request.method.lower()
+        handler = getattr(self, method, None) if method in self.http_method_names else None
+        if handler is not None and self.tenant_transaction and request.auth is not None:
+            setattr(self, method, self._in_tenant_context(handler))
+
+    def _in_tenant_context(self, handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def run(request, *args, **kwargs):
+            with tenant_context(self.tenant):
+                return handler(request, *args, **kwargs)
+
+        return run
 
 
 def created(data) -> Response:

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from culture.delivery import delivery_decision
+from culture.delivery import held_until
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import (
     User,
@@ -72,12 +72,12 @@ class DeliveryReport:
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
-def retry_delay(attempt: int, *, retry_after: float | None = None) -> float:
+def retry_delay(attempt: int, *, retry_after: float | None = None) -> timedelta:
     """Exponential backoff with equal jitter: half the step fixed, half random, so a burst of
     failures does not retry in lockstep; never sooner than the provider's Retry-After."""
     step = min(settings.PUSH_RETRY_MAX_SECONDS, settings.PUSH_RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
     delay = step / 2 + random.uniform(0, step / 2)
-    return max(delay, retry_after or 0)
+    return timedelta(seconds=max(delay, retry_after or 0))
 
 
 def _language_of(device: DeviceToken, user: User) -> str:
@@ -126,13 +126,12 @@ def _prayer_hold(notification: PushNotification, now: datetime) -> datetime | No
     """When the culture policy holds this push for the school's prayer window, its end."""
     if not notification.prayer_time_aware:
         return None
-    deliver_now, release_at = delivery_decision(
+    return held_until(
         organization=notification.organization,
         priority=PUSH_PRIORITY_TO_EVENT[notification.priority],
         kind=notification.notification_type,
         at=now,
     )
-    return None if deliver_now else release_at
 
 
 def _aggregate(notification: PushNotification, now: datetime) -> DeliveryReport:
@@ -189,54 +188,82 @@ def push_notification_deliver(*, notification_id: uuid.UUID | str) -> DeliveryRe
     """
     now = timezone.now()
     with dangerously_platform_context():
-        notification = (
-            PushNotification.objects.select_for_update(of=("self",))
-            .select_related("organization", "target_user")
-            .filter(pk=notification_id)
-            .first()
-        )
-        if notification is None:
-            return DeliveryReport(status="missing")
-        if notification.delivery_status in ("failed", "expired"):
-            return DeliveryReport(status=notification.delivery_status)
-        if notification.expires_at <= now:
-            _expire(notification, now)
-            return DeliveryReport(status=notification.delivery_status)
-        if notification.scheduled_for > now:
-            return DeliveryReport(status="scheduled", next_attempt_at=notification.scheduled_for)
-        if notification.delivery_status == "pending":
-            release_at = _prayer_hold(notification, now)
-            if release_at is not None:
-                notification.scheduled_for = release_at
-                notification.cultural_context = {
-                    **notification.cultural_context,
-                    "held_for_prayer_until": release_at.isoformat(),
-                }
-                notification.save(update_fields=["scheduled_for", "cultural_context"])
-                return DeliveryReport(status="held_for_prayer", next_attempt_at=release_at)
-        if not notification.deliveries.exists():
-            if "push" not in (notification.delivery_method or ["push"]):
-                return DeliveryReport(status=notification.delivery_status)
-            devices = DeviceToken.objects.filter(user_id=notification.target_user_id, is_active=True)
-            if notification.target_device_tokens:
-                devices = devices.filter(token__in=notification.target_device_tokens)
-            devices = list(devices)
-            if not devices:
-                _fail(notification, now, "no active device token")
-                return DeliveryReport(status="failed")
-            PushDelivery.objects.bulk_create(
-                [
-                    PushDelivery(
-                        organization_id=notification.organization_id,
-                        notification=notification,
-                        device=device,
-                        provider=settings.PUSH_BACKENDS.get(device.platform, "log"),
-                        next_attempt_at=now,
-                    )
-                    for device in devices
-                ],
-                ignore_conflicts=True,
+        ready = _ready_to_send(notification_id, now)
+    if isinstance(ready, DeliveryReport):
+        return ready
+    outcomes = _send_to_devices(ready, now)
+    with dangerously_platform_context():
+        report = _aggregate(PushNotification.objects.select_for_update().get(pk=ready.pk), timezone.now())
+        if report.next_attempt_at is not None:
+            _enqueue_retry(str(ready.pk), report.next_attempt_at)
+    report.outcomes = outcomes
+    return report
+
+
+def _ready_to_send(notification_id: uuid.UUID | str, now: datetime) -> PushNotification | DeliveryReport:
+    """Step 1, under the row lock: the notification with its deliveries in place, or the report
+    of why nothing is sent now."""
+    notification = (
+        PushNotification.objects.select_for_update(of=("self",))
+        .select_related("organization", "target_user")
+        .filter(pk=notification_id)
+        .first()
+    )
+    if notification is None:
+        return DeliveryReport(status="missing")
+    if notification.delivery_status in ("failed", "expired"):
+        return DeliveryReport(status=notification.delivery_status)
+    if notification.expires_at <= now:
+        _expire(notification, now)
+        return DeliveryReport(status=notification.delivery_status)
+    if notification.scheduled_for > now:
+        return DeliveryReport(status="scheduled", next_attempt_at=notification.scheduled_for)
+    if notification.delivery_status == "pending":
+        release_at = _prayer_hold(notification, now)
+        if release_at is not None:
+            notification.scheduled_for = release_at
+            notification.cultural_context = {
+                **notification.cultural_context,
+                "held_for_prayer_until": release_at.isoformat(),
+            }
+            notification.save(update_fields=["scheduled_for", "cultural_context"])
+            return DeliveryReport(status="held_for_prayer", next_attempt_at=release_at)
+    if not notification.deliveries.exists():
+        refused = _create_deliveries(notification, now)
+        if refused is not None:
+            return refused
+    return notification
+
+
+def _create_deliveries(notification: PushNotification, now: datetime) -> DeliveryReport | None:
+    """One `push_deliveries` row per active device of the recipient; a report when there is none."""
+    if "push" not in (notification.delivery_method or ["push"]):
+        return DeliveryReport(status=notification.delivery_status)
+    devices = DeviceToken.objects.filter(user_id=notification.target_user_id, is_active=True)
+    if notification.target_device_tokens:
+        devices = devices.filter(token__in=notification.target_device_tokens)
+    devices = list(devices)
+    if not devices:
+        _fail(notification, now, "no active device token")
+        return DeliveryReport(status="failed")
+    PushDelivery.objects.bulk_create(
+        [
+            PushDelivery(
+                organization_id=notification.organization_id,
+                notification=notification,
+                device=device,
+                provider=settings.PUSH_BACKENDS.get(device.platform, "log"),
+                next_attempt_at=now,
             )
+            for device in devices
+        ],
+        ignore_conflicts=True,
+    )
+    return None
+
+
+def _send_to_devices(notification: PushNotification, now: datetime) -> dict[str, str]:
+    """Step 2: each due device claimed, sent to outside any transaction, and its outcome recorded."""
     outcomes: dict[str, str] = {}
     while (delivery := _claim_next(notification.pk, now)) is not None:
         message = message_for(notification, delivery.device, notification.target_user)
@@ -247,12 +274,7 @@ def push_notification_deliver(*, notification_id: uuid.UUID | str) -> DeliveryRe
             result = SendResult("transient", error=f"{type(exc).__name__}: {exc}")
         _record(delivery, result, max_attempts=notification.max_delivery_attempts)
         outcomes[str(delivery.device_id)] = result.outcome
-    with dangerously_platform_context():
-        report = _aggregate(PushNotification.objects.select_for_update().get(pk=notification.pk), timezone.now())
-        if report.next_attempt_at is not None:
-            _enqueue_retry(str(notification.pk), report.next_attempt_at)
-    report.outcomes = outcomes
-    return report
+    return outcomes
 
 
 def _claim_next(notification_id, now: datetime) -> PushDelivery | None:
@@ -290,9 +312,7 @@ def _record(delivery: PushDelivery, result: SendResult, *, max_attempts: int) ->
             )
         elif result.outcome == "transient" and delivery.attempts < max_attempts:
             delivery.status = "pending"
-            delivery.next_attempt_at = now + timedelta(
-                seconds=retry_delay(delivery.attempts, retry_after=result.retry_after)
-            )
+            delivery.next_attempt_at = now + retry_delay(delivery.attempts, retry_after=result.retry_after)
         else:
             delivery.status = "failed"
             if result.outcome == "transient":

@@ -8,7 +8,7 @@ import uuid
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from harry_realtime.api import ApiError
+from harry_realtime.errors import Conflict, NotFound
 from harry_realtime.tenancy import Tenant
 
 from .models import DeviceToken
@@ -53,9 +53,7 @@ def device_token_register(
                     language=language,
                 )
         except IntegrityError as exc:
-            raise ApiError(
-                "device_token_conflict", "The token is being registered concurrently; retry.", status_code=409
-            ) from exc
+            raise Conflict("device_token_conflict", "The token is being registered concurrently; retry.") from exc
         return device, True
 
 
@@ -64,7 +62,7 @@ def device_token_deactivate(*, device_id: uuid.UUID | str, reason: str) -> Devic
     """Soft delete: delivery history keeps pointing at the row. RLS limits it to owner and admins."""
     device = DeviceToken.objects.select_for_update().filter(pk=device_id).first()
     if device is None:
-        raise ApiError("device_not_found", "No such device.", status_code=404)
+        raise NotFound("device_not_found", "No such device.")
     if device.is_active:
         device.is_active = False
         device.deactivated_at = timezone.now()

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from events.models import RealtimeEvent
-from harry_realtime.api import ApiError
+from harry_realtime.errors import Forbidden, Invalid, NotFound
 from school import selectors as school_selectors
 from school.models import (
     Role,
@@ -91,17 +91,15 @@ def push_notification_send(
     recipients = {str(u.pk): u for u in User.objects.filter(pk__in=ids, organization_id=sender.organization_id)}
     missing = [u for u in ids if u not in recipients]
     if missing:
-        raise ApiError("unknown_recipient", "Some recipients are not users of this school.", details=missing)
+        raise Invalid("unknown_recipient", "Some recipients are not users of this school.", details=missing)
     refused = [u for u in ids if not _may_notify(sender, recipients[u])]
     if refused:
-        raise ApiError(
-            "recipient_not_allowed", "You may not notify some of these users.", status_code=403, details=refused
-        )
+        raise Forbidden("recipient_not_allowed", "You may not notify some of these users.", details=refused)
     now = timezone.now()
     scheduled_for = scheduled_for or now
     expires_at = expires_at or scheduled_for + timedelta(hours=24)
     if expires_at <= scheduled_for:
-        raise ApiError("invalid_expiry", "expires_at must be after scheduled_for.")
+        raise Invalid("invalid_expiry", "expires_at must be after scheduled_for.")
     fields = {
         **content.per_language(title, "title"),
         **content.per_language(body, "body"),
@@ -127,9 +125,9 @@ def push_notification_create_teacher_message(
     """A teacher's (or admin's) message about one student, to the student and optionally family."""
     student = Student.objects.filter(pk=student_id).first()
     if student is None:
-        raise ApiError("student_not_found", "No such student.", status_code=404)
+        raise NotFound("student_not_found", "No such student.")
     if not (sender.role == Role.ADMIN or school_selectors.user_may_watch_student(sender, student.pk)):
-        raise ApiError("recipient_not_allowed", "You do not teach this student.", status_code=403)
+        raise Forbidden("recipient_not_allowed", "You do not teach this student.")
     params = {"teacher": sender.full_name or sender.username, "message": message, "student": student.full_name}
     recipients = [("self", str(student.user_id))] if student.user_id else []
     if include_family:
@@ -155,9 +153,9 @@ def push_notification_create_teacher_message(
 def _own_notification(notification_id: uuid.UUID | str, user: User) -> PushNotification:
     notification = PushNotification.objects.select_for_update().filter(pk=notification_id).first()
     if notification is None:
-        raise ApiError("notification_not_found", "No such notification.", status_code=404)
+        raise NotFound("notification_not_found", "No such notification.")
     if notification.target_user_id != user.pk:
-        raise ApiError("not_recipient", "Only the recipient reports engagement.", status_code=403)
+        raise Forbidden("not_recipient", "Only the recipient reports engagement.")
     return notification
 
 

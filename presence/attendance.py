@@ -13,29 +13,21 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from events.topics import group_name
-from harry_realtime.api import ApiError
+from events.messages import broadcast_message
+from events.topics import attendance_topic, group_name
+from harry_realtime.errors import Conflict, Forbidden, Invalid
 from school import selectors as school_selectors
 from school.models import Attendance, Group, Role, StudentGroupEnrollment, User
 
-from . import marking
+from . import marking, selectors
 
 audit = logging.getLogger("harry.audit")
 
 
-def attendance_topic(organization_id, group_id) -> str:
-    return f"attendance:org_{organization_id}:group_{group_id}"
-
-
 def _broadcast_on_commit(topic: str, event: str, payload: dict) -> None:
-    message = {
-        "type": "realtime.broadcast",
-        "topic": topic,
-        "event": event,
-        "payload": payload,
-        "meta": None,
-        "sender": None,
-    }
+    """Marking notices are not stored (not replayable): a claim lapses within seconds, and the
+    marks themselves are attendance rows that reach sockets as stored events."""
+    message = broadcast_message(topic=topic, event=event, payload=payload)
     transaction.on_commit(lambda: async_to_sync(get_channel_layer().group_send)(group_name(topic), message))
 
 
@@ -44,11 +36,9 @@ def _iso_ms(ms: int) -> str:
 
 
 def _marking_group(user: User, group_id) -> Group:
-    group = Group.objects.filter(pk=group_id).first()
-    if group is None:
-        raise ApiError("group_not_found", "No such group in this organization.", status_code=404)
+    group = selectors.group_or_not_found(group_id)
     if user.role not in (Role.TEACHER, Role.ADMIN) or not school_selectors.user_may_watch_group(user, group.pk):
-        raise ApiError("forbidden", "Only the group's teachers and admins mark its attendance.", status_code=403)
+        raise Forbidden("forbidden", "Only the group's teachers and admins mark its attendance.")
     return group
 
 
@@ -60,7 +50,7 @@ def _enrolled_student_ids(group: Group, student_ids: list | None) -> list[str]:
     wanted = [str(s) for s in student_ids]
     missing = [s for s in wanted if s not in ids]
     if missing:
-        raise ApiError(
+        raise Invalid(
             "student_not_in_group", "These students are not enrolled in the group.", details={"studentIds": missing}
         )
     return list(dict.fromkeys(wanted))
@@ -77,7 +67,7 @@ def _names(user_ids: list[str]) -> dict[str, str]:
 
 def _claim_or_refuse(user: User, group: Group, student_ids: list[str], *, override: bool) -> int:
     if override and user.role != Role.ADMIN:
-        raise ApiError("forbidden", "Only an admin may override another teacher's marking.", status_code=403)
+        raise Forbidden("forbidden", "Only an admin may override another teacher's marking.")
     result = marking.claim(group_id=str(group.pk), user_id=str(user.pk), student_ids=student_ids, override=override)
     if result.ok:
         if override:
@@ -86,10 +76,9 @@ def _claim_or_refuse(user: User, group: Group, student_ids: list[str], *, overri
     if result.limit_reached_by is not None:
         names = _names(result.limit_reached_by)
         audit.info("attendance_marking_limit user=%s group=%s", user.pk, group.pk)
-        raise ApiError(
+        raise Conflict(
             "marking_limit_reached",
             f"{len(result.limit_reached_by)} teachers are already marking this group.",
-            status_code=409,
             details={
                 "maxConcurrentMarkers": settings.ATTENDANCE_MAX_CONCURRENT_MARKERS,
                 "markingTeachers": [{"userId": u, "name": names.get(u)} for u in result.limit_reached_by],
@@ -97,10 +86,9 @@ def _claim_or_refuse(user: User, group: Group, student_ids: list[str], *, overri
         )
     names = _names([c.user_id for c in result.conflicts])
     audit.info("attendance_concurrent_marking user=%s group=%s conflicts=%s", user.pk, group.pk, result.conflicts)
-    raise ApiError(
+    raise Conflict(
         "concurrent_marking",
         "Another teacher is marking this student right now.",
-        status_code=409,
         details={
             "conflicts": [
                 {
@@ -172,12 +160,27 @@ def attendance_mark(
     group = _marking_group(user, group_id)
     (student,) = _enrolled_student_ids(group, [student_id])
     expires_ms = _claim_or_refuse(user, group, [student], override=override)
-    # An admin marks on behalf of the group's teacher; _marking_group let a teacher in only if assigned.
+    row = _attendance_written(
+        user=user, group=group, student=student, status=status, notes=notes, day=attendance_date or timezone.localdate()
+    )
+    _announce_mark(user=user, group=group, student=student, status=status, row=row, expires_ms=expires_ms)
+    return row
+
+
+def _marking_teacher_id(user: User, group: Group) -> str:
+    """The caller's teacher record, or for an admin (who marks on behalf of the group's teacher)
+    the group's first teacher; _marking_group let a teacher in only if assigned."""
     teacher = school_selectors.teacher_for_user(user)
     teacher_ids = [str(teacher.pk)] if teacher else sorted(school_selectors.teacher_ids_of_group(group.pk))
     if not teacher_ids:
-        raise ApiError("group_has_no_teacher", "Assign a teacher to the group before marking.", status_code=409)
-    day = attendance_date or timezone.localdate()
+        raise Conflict("group_has_no_teacher", "Assign a teacher to the group before marking.")
+    return teacher_ids[0]
+
+
+def _attendance_written(
+    *, user: User, group: Group, student: str, status: str, notes: str | None, day: date
+) -> Attendance:
+    teacher_id = _marking_teacher_id(user, group)
     row = Attendance.objects.select_for_update().filter(student_id=student, group=group, attendance_date=day).first()
     if row is None:
         row = Attendance(
@@ -185,7 +188,7 @@ def attendance_mark(
             student_id=student,
             group=group,
             attendance_date=day,
-            teacher_id=teacher_ids[0],
+            teacher_id=teacher_id,
             created_by=user,
         )
     row.status = status
@@ -195,6 +198,10 @@ def attendance_mark(
         row.notes = notes
     row.save()
     row.refresh_from_db()
+    return row
+
+
+def _announce_mark(*, user: User, group: Group, student: str, status: str, row: Attendance, expires_ms: int) -> None:
     topic = attendance_topic(user.organization_id, group.pk)
     marker = _marker(user)
     now_ms = marking.now_ms()
@@ -227,4 +234,3 @@ def attendance_mark(
             "timestamp": now_ms,
         },
     )
-    return row

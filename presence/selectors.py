@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from school.models import Role, StudentGroupEnrollment, User
+from harry_realtime.errors import Forbidden, NotFound
+from school.models import Group, Role, StudentGroupEnrollment, User
 from school.selectors import student_for_user, user_may_watch_group
 
 from .models import RealtimePresence
@@ -42,3 +43,25 @@ def may_see_group_presence(user: User, group_id) -> bool:
 def may_see_organization_presence(user: User) -> bool:
     """The whole school's presence is a staff view."""
     return user.role in (Role.TEACHER, Role.ADMIN)
+
+
+def group_or_not_found(group_id) -> Group:
+    group = Group.objects.filter(pk=group_id).first()
+    if group is None:
+        raise NotFound("group_not_found", "No such group in this organization.")
+    return group
+
+
+def group_presence(*, user: User, group_id) -> list[RealtimePresence]:
+    """Who is online in a group, for its teachers, admins and enrolled students."""
+    group = group_or_not_found(group_id)
+    if not may_see_group_presence(user, group.pk):
+        raise Forbidden("forbidden", "You may not see this group's presence.")
+    return list(online_in_group(group.pk))
+
+
+def organization_presence(*, user: User) -> list[RealtimePresence]:
+    """Who is online in the whole school: a staff view."""
+    if not may_see_organization_presence(user):
+        raise Forbidden("forbidden", "The organization's presence is a staff view.")
+    return list(online_presence())

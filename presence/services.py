@@ -20,8 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from events.models import RealtimeSubscription
-from events.topics import TopicDenied, authorize_topic, topics_for_user
-from harry_realtime.api import ApiError
+from events.topics import TopicDenied, authorize_topic, notifications_topic, topics_for_user
+from harry_realtime.errors import Conflict, Forbidden, Invalid, NotFound, TooMany
 from school.models import User
 from syncqueue import selectors as sync_selectors
 
@@ -188,10 +188,9 @@ def connection_register(
     other_sessions = set(live.exclude(device_id=device_id).values_list("session_id", flat=True))
     limit = settings.REALTIME_MAX_CONNECTIONS_PER_USER
     if len(other_sessions) >= limit:
-        raise ApiError(
+        raise TooMany(
             "too_many_connections",
             f"At most {limit} devices may be connected at once; disconnect another device first.",
-            status_code=429,
             details={"limit": limit},
         )
     live.filter(device_id=device_id).update(connection_status="disconnected")
@@ -228,7 +227,7 @@ def connection_close(*, user: User, connection_id: str, reason: str, sync_pendin
     rows = session_rows(user, connection_id)
     device_id = rows.values_list("device_id", flat=True).first()
     if device_id is None:
-        raise ApiError("connection_not_found", "No such connection for this user.", status_code=404)
+        raise NotFound("connection_not_found", "No such connection for this user.")
     rows.filter(connection_status__in=["connected", "reconnecting"]).update(connection_status="disconnected")
     status = "prayer" if reason == "prayer_time" else "offline"
     presence_offline_unless_live(user.pk, device_id, now=now, status=status)
@@ -242,15 +241,15 @@ def _topics_for_request(user: User, subscription_type: str, targets: dict[str, l
     org = user.organization_id
     if subscription_type == "notifications":
         if any(targets.values()):
-            raise ApiError("unsupported_target", "Notification subscriptions take no target entities.")
-        return [f"notifications:org_{org}:role_all", f"notifications:org_{org}:role_{user.role}"]
+            raise Invalid("unsupported_target", "Notification subscriptions take no target entities.")
+        return [notifications_topic(org, "all"), notifications_topic(org, user.role)]
     allowed = TARGETS_OF_TYPE[subscription_type]
     topics = []
     for entity, ids in targets.items():
         if not ids:
             continue
         if entity not in allowed:
-            raise ApiError(
+            raise Invalid(
                 "unsupported_target",
                 f"A {subscription_type} subscription cannot target {entity}.",
                 details={"allowed": sorted(allowed)},
@@ -258,7 +257,7 @@ def _topics_for_request(user: User, subscription_type: str, targets: dict[str, l
         for kind in allowed[entity]:
             topics += [f"{kind}:org_{org}:{ENTITY_PREFIX[kind]}_{i}" for i in ids]
     if not topics:
-        raise ApiError("no_targets", "Name at least one target entity.", details={"allowed": sorted(allowed)})
+        raise Invalid("no_targets", "Name at least one target entity.", details={"allowed": sorted(allowed)})
     return list(dict.fromkeys(topics))
 
 
@@ -277,22 +276,21 @@ def subscription_create(
     session = session_rows(user, connection_id)
     anchor = session.filter(connection_status="connected", expires_at__gt=now).first()
     if anchor is None:
-        raise ApiError("connection_not_found", "No live connection with this id for this user.", status_code=404)
+        raise NotFound("connection_not_found", "No live connection with this id for this user.")
     topics = _topics_for_request(user, subscription_type, targets)
     for topic in topics:
         try:
             authorize_topic(user, topic)
         except TopicDenied as denied:
-            raise ApiError("topic_denied", denied.reason, status_code=403, details={"channel": topic}) from None
+            raise Forbidden("topic_denied", denied.reason, details={"channel": topic}) from None
     stored = {"filters": filters, "offlineSettings": offline_settings}
     existing = {row.channel_name: row for row in session.filter(connection_status="connected", expires_at__gt=now)}
     new_topics = [t for t in topics if t not in existing]
     limit = settings.REALTIME_MAX_CHANNELS_PER_CONNECTION
     if len(existing) + len(new_topics) > limit:
-        raise ApiError(
+        raise Conflict(
             "channel_limit_reached",
             f"A connection may hold at most {limit} channels.",
-            status_code=409,
             details={"limit": limit, "current": len(existing), "requested": len(new_topics)},
         )
     for topic in topics:
@@ -320,7 +318,7 @@ def subscription_delete(*, user: User, subscription_id: str, connection_id: str 
     if connection_id:
         rows = rows.filter(session_id=str(connection_id))
     if not rows.delete()[0]:
-        raise ApiError("subscription_not_found", "No such subscription on this connection.", status_code=404)
+        raise NotFound("subscription_not_found", "No such subscription on this connection.")
 
 
 # --- The socket mirror: called by presence/mirror.py from the gateway's consumer. ---

@@ -26,13 +26,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from events.limits import redis_client
+from events.messages import presence_diff_message
 from events.topics import group_name
 from harry_realtime.rediskeys import key
 
 log = logging.getLogger(__name__)
 
 NODE_ID = uuid.uuid4().hex
-PRESENCE_DIFF = "realtime.presence_diff"
 
 _liveness_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
 
@@ -145,9 +145,8 @@ async def sweep(*, now: float | None = None) -> dict[str, list[dict[str, Any]]]:
 
 async def publish_diff(topic: str, *, joins: list[dict[str, Any]], leaves: list[dict[str, Any]]) -> None:
     """Tell every socket joined to `topic` (on any process) about presence changes."""
-    await get_channel_layer().group_send(
-        group_name(topic), {"type": PRESENCE_DIFF, "topic": topic, "joins": metas(joins), "leaves": metas(leaves)}
-    )
+    message = presence_diff_message(topic=topic, joins=metas(joins), leaves=metas(leaves))
+    await get_channel_layer().group_send(group_name(topic), message)
 
 
 async def _liveness_loop() -> None:

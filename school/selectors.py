@@ -60,14 +60,6 @@ def family_user_ids_of_student(student: Student) -> set[str]:
     return {str(u) for u in rows}
 
 
-def teacher_user_ids_of_student(student_id: uuid.UUID | str) -> set[str]:
-    group_ids = active_group_ids_of_student(student_id)
-    rows = TeacherGroupAssignment.objects.filter(
-        group_id__in=group_ids, is_active=True, deleted_at__isnull=True, teacher__user_id__isnull=False
-    ).values_list("teacher__user_id", flat=True)
-    return {str(u) for u in rows}
-
-
 def teacher_ids_of_group(group_id: uuid.UUID | str) -> set[str]:
     rows = TeacherGroupAssignment.objects.filter(
         group_id=group_id, is_active=True, deleted_at__isnull=True

@@ -45,6 +45,7 @@ from .tables import (
     values_of,
 )
 
+# SQLSTATEs worth retrying later: lock timeout, serialization failure, deadlock, statement timeout.
 TRANSIENT_SQLSTATES = {"55P03", "40001", "40P01", "57014"}
 ATTENDANCE_MAX_OFFLINE = timedelta(hours=24)
 

@@ -8,14 +8,12 @@ import uuid
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from harry_realtime.api import ApiError
+from harry_realtime.errors import Conflict, Forbidden, NotFound
 from harry_realtime.tenancy import Tenant, tenant_context
-from school.models import (
-    Role,
-    User,
-)
+from school.models import Role, User
 
 from .apply import (
+    IncomingOperation,
     Outcome,
     actor_load,
     apply_resolution,
@@ -35,9 +33,6 @@ from .tables import (
     clean_changes,
     values_of,
 )
-
-# SQLSTATEs worth retrying later: lock timeout, serialization failure, deadlock, statement timeout.
-
 
 # ---------------------------------------------------------------------------------------------
 # Stored operations: retry and manual resolution
@@ -98,41 +93,15 @@ def conflict_resolve(
     admin_approval: bool = False,
     cultural_considerations: dict | None = None,
 ) -> dict:
-    """Settle a conflict the device left to the user (`prompt_user`). Runs in the caller's context."""
-    row = OfflineSyncOperation.objects.select_for_update().filter(pk=conflict_id).first()
-    if row is None:
-        raise ApiError("not_found", "No such conflict.", status_code=404)
-    if row.user_id != user.pk and user.role != Role.ADMIN:
-        raise ApiError("permission_denied", "Only the user themself or an admin resolves a conflict.", status_code=403)
-    if row.sync_status != "conflict":
-        raise ApiError("conflict_not_pending", "This conflict is not pending.", status_code=409)
-    if admin_approval and user.role != Role.ADMIN:
-        raise ApiError("admin_approval_requires_admin", "Only an admin gives admin approval.", status_code=403)
-    if teacher_override and user.role not in AUTHORITY_ROLES:
-        raise ApiError("teacher_override_requires_teacher", "Only teachers and admins override.", status_code=403)
-    tenant = Tenant(organization_id=row.organization_id, user_id=user.pk, role=user.role)
-    actor = actor_load(tenant=tenant)
+    """Settle a conflict the device left to the user (`prompt_user`). Runs in the caller's context.
+
+    A refusal of the operation itself (`OperationRefused`, e.g. the record is gone) is a 400.
+    """
+    row = _pending_conflict(user=user, conflict_id=conflict_id)
+    _check_authority(user=user, teacher_override=teacher_override, admin_approval=admin_approval)
+    chosen = "client_wins" if (teacher_override or admin_approval) else resolution
     op = operation_from_row(row)
-    spec = TABLES[op.table_name]
-    try:
-        changes = clean_changes(spec, actor.role, op.operation_type, op.data)
-        obj = spec.model.objects.select_for_update().filter(pk=op.record_id).first()
-        if obj is None:
-            raise OperationRefused("not_found", "The record is gone.", {"id": str(op.record_id)})
-        check_row_access(actor, op.table_name, obj)
-        chosen = "client_wins" if (teacher_override or admin_approval) else resolution
-        result = resolve_conflict(
-            table_name="manual",
-            role=actor.role,
-            requested_strategy=chosen,
-            client_changes=changes,
-            server_values=values_of(obj, changes.keys()),
-            base_values=op.old_data,
-        )
-        result.rule = f"manual:{chosen}"
-        outcome = apply_resolution(spec, actor, op, obj, changes, "concurrent_update", result)
-    except OperationRefused as refusal:
-        raise ApiError(refusal.code, refusal.message, status_code=400, details=refusal.details) from refusal
+    outcome = _apply_manual_resolution(user=user, row=row, op=op, chosen=chosen)
     row_finish(
         row,
         op,
@@ -150,3 +119,42 @@ def conflict_resolve(
         "record": outcome.record,
         "syncVersion": outcome.sync_version,
     }
+
+
+def _pending_conflict(*, user: User, conflict_id: uuid.UUID) -> OfflineSyncOperation:
+    row = OfflineSyncOperation.objects.select_for_update().filter(pk=conflict_id).first()
+    if row is None:
+        raise NotFound("not_found", "No such conflict.")
+    if row.user_id != user.pk and user.role != Role.ADMIN:
+        raise Forbidden("permission_denied", "Only the user themself or an admin resolves a conflict.")
+    if row.sync_status != "conflict":
+        raise Conflict("conflict_not_pending", "This conflict is not pending.")
+    return row
+
+
+def _check_authority(*, user: User, teacher_override: bool, admin_approval: bool) -> None:
+    if admin_approval and user.role != Role.ADMIN:
+        raise Forbidden("admin_approval_requires_admin", "Only an admin gives admin approval.")
+    if teacher_override and user.role not in AUTHORITY_ROLES:
+        raise Forbidden("teacher_override_requires_teacher", "Only teachers and admins override.")
+
+
+def _apply_manual_resolution(*, user: User, row: OfflineSyncOperation, op: IncomingOperation, chosen: str) -> Outcome:
+    """The stored operation applied again with the user's choice, as its owner's tenant would."""
+    actor = actor_load(tenant=Tenant(organization_id=row.organization_id, user_id=user.pk, role=user.role))
+    spec = TABLES[op.table_name]
+    changes = clean_changes(spec, actor.role, op.operation_type, op.data)
+    obj = spec.model.objects.select_for_update().filter(pk=op.record_id).first()
+    if obj is None:
+        raise OperationRefused("not_found", "The record is gone.", {"id": str(op.record_id)})
+    check_row_access(actor, op.table_name, obj)
+    result = resolve_conflict(
+        table_name="manual",
+        role=actor.role,
+        requested_strategy=chosen,
+        client_changes=changes,
+        server_values=values_of(obj, changes.keys()),
+        base_values=op.old_data,
+    )
+    result.rule = f"manual:{chosen}"
+    return apply_resolution(spec, actor, op, obj, changes, "concurrent_update", result)

@@ -11,26 +11,15 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
+from harry_realtime.errors import Invalid
 from school.models import Attendance, FeedbackEntry, HomeTask, Student, StudentRanking
 
 
-class OperationRefused(Exception):
-    """A per-operation failure with a machine-readable code; nothing of the operation is written."""
-
-    def __init__(self, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details
-
-    def as_error(self) -> dict:
-        error = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return error
+class OperationRefused(Invalid):
+    """A per-operation failure; nothing of the operation is written. In a batch it becomes that
+    operation's failed result (`as_error()`); in a single request, a 400."""
 
 
-AUTHORITY = frozenset({"teacher", "admin"})
 ALL_OPERATIONS = frozenset({"INSERT", "UPDATE", "DELETE"})
 # Keys a device may echo back from a record it pulled; they are never written from the device.
 ECHOED_KEYS = frozenset({"id", "organization_id", "sync_version", "created_at", "updated_at"})

@@ -7,7 +7,8 @@ from datetime import date, datetime
 from django.utils import timezone
 from rest_framework.response import Response
 
-from harry_realtime.api import ApiError, TenantAPIView
+from harry_realtime.api import TenantAPIView
+from harry_realtime.errors import Invalid
 from school.models import Organization
 
 from .. import messages
@@ -19,17 +20,17 @@ LAST_DAY = date(2077, 11, 16)
 
 
 def parse_day(raw: str | None, *, language: str | None = None) -> date | None:
-    """None when absent; raises ApiError (message in `language`) for a bad or unsupported date."""
+    """None when absent; raises Invalid (message in `language`) for a bad or unsupported date."""
     if raw in (None, ""):
         return None
     try:
         day = date.fromisoformat(raw)
     except ValueError:
         message = messages.translated(messages.ERROR_DATE_INVALID, language)
-        raise ApiError("invalid_date", message, details={"date": raw}) from None
+        raise Invalid("invalid_date", message, details={"date": raw}) from None
     if not FIRST_DAY <= day <= LAST_DAY:
         message = messages.translated(messages.ERROR_DATE_OUT_OF_RANGE, language)
-        raise ApiError("date_out_of_range", message, details={"date": raw})
+        raise Invalid("date_out_of_range", message, details={"date": raw})
     return day
 
 

@@ -10,8 +10,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from events.services import BroadcastRefused, broadcast_event_create, client_broadcast_send
-from harry_realtime.api import ApiError, TenantAPIView
+from events.services import broadcast_event_create, client_broadcast_send
+from harry_realtime.api import TenantAPIView
 from harry_realtime.auth import JWTAuthentication, TokenError, load_user, verify_token
 
 from .serializers import (
@@ -19,10 +19,6 @@ from .serializers import (
     BroadcastEventResultSerializer,
     ClientBroadcastRequestSerializer,
 )
-
-
-def _refused(exc: BroadcastRefused) -> ApiError:
-    return ApiError(exc.code, exc.message, status_code=exc.status, details=exc.details)
 
 
 class BroadcastEventView(TenantAPIView):
@@ -36,21 +32,18 @@ class BroadcastEventView(TenantAPIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         delivery = data["delivery"]
-        try:
-            events = broadcast_event_create(
-                sender=request.user,
-                event_type=data["eventType"],
-                target_scope=data["targetScope"],
-                target_ids=data["targetIds"],
-                payload=body.data["payload"],
-                priority=delivery["priority"],
-                methods=delivery["methods"],
-                scheduled_for=delivery.get("scheduledFor"),
-                expires_at=delivery.get("expiresAt"),
-                cultural=data["cultural"],
-            )
-        except BroadcastRefused as exc:
-            raise _refused(exc) from None
+        events = broadcast_event_create(
+            sender=request.user,
+            event_type=data["eventType"],
+            target_scope=data["targetScope"],
+            target_ids=data["targetIds"],
+            payload=body.data["payload"],
+            priority=delivery["priority"],
+            methods=delivery["methods"],
+            scheduled_for=delivery.get("scheduledFor"),
+            expires_at=delivery.get("expiresAt"),
+            cultural=data["cultural"],
+        )
         result = [
             {"id": e.pk, "seq": e.seq, "topics": e.event_metadata["topics"], "scheduledFor": e.scheduled_for}
             for e in events
@@ -89,10 +82,7 @@ class RealtimeBroadcastView(TenantAPIView):
     def post(self, request):
         body = ClientBroadcastRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            client_broadcast_send(sender=request.user, messages=body.validated_data["messages"])
-        except BroadcastRefused as exc:
-            raise _refused(exc) from None
+        client_broadcast_send(sender=request.user, messages=body.validated_data["messages"])
         return Response(status=status.HTTP_202_ACCEPTED)
 
 
@@ -104,8 +94,5 @@ class RealtimeTopicEventView(TenantAPIView):
     @extend_schema(request=dict, responses={202: None}, summary="Client broadcast to one topic (REST)")
     def post(self, request, topic: str, event: str):
         message = {"topic": topic, "event": event, "payload": request.data}
-        try:
-            client_broadcast_send(sender=request.user, messages=[message])
-        except BroadcastRefused as exc:
-            raise _refused(exc) from None
+        client_broadcast_send(sender=request.user, messages=[message])
         return Response(status=status.HTTP_202_ACCEPTED)

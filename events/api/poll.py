@@ -10,7 +10,8 @@ from events import domain, ferpa, selectors
 from events.messages import messages_for
 from events.recipients import broadcast_for_recipient
 from events.topics import topics_for_user
-from harry_realtime.api import ApiError, TenantAPIView
+from harry_realtime.api import TenantAPIView
+from harry_realtime.errors import Invalid
 
 
 class PollQuerySerializer(serializers.Serializer):
@@ -33,7 +34,7 @@ class PollView(TenantAPIView):
     def get(self, request: Request) -> Response:
         query = PollQuerySerializer(data=request.query_params)
         if not query.is_valid():
-            raise ApiError("invalid_poll_query", "The poll query is not valid.", details=query.errors)
+            raise Invalid("invalid_poll_query", "The poll query is not valid.", details=query.errors)
         user = request.user
         rows, cursor = selectors.poll_events(
             user,

@@ -4,124 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from typing import Any
 
-import jwt
 import pytest
-from channels.db import database_sync_to_async
-from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.db import connections
 
-from events.protocol import VSN_1, VSN_2, Message, decode_text
-from events.routing import websocket_urlpatterns
-from harry_realtime.auth import issue_access_token
+from events.protocol import VSN_1, VSN_2
+from harry_realtime.testing import Socket, joined, socket_topic, token
 
 # The consumer reads the database from a worker thread, so test data must be committed; the
 # owner alias is listed because only it may flush the tables between tests (it owns them).
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
-
-application = URLRouter(websocket_urlpatterns)
-
-
-@pytest.fixture(autouse=True)
-async def close_worker_connections():
-    """The consumer's database thread keeps its connection; close it so the test DB can be dropped."""
-    yield
-    await database_sync_to_async(connections.close_all)()
-
-
-def token(user, *, ttl: int | None = None, **overrides) -> str:
-    if ttl is None and not overrides:
-        return issue_access_token(user)
-    now = int(time.time())
-    claims = {
-        "sub": str(user.pk),
-        "organization_id": str(user.organization_id),
-        "role": user.role,
-        "type": "access",
-        "iat": now,
-        "exp": now + (ttl if ttl is not None else 3600),
-        "iss": settings.JWT_ISSUER,
-        **overrides,
-    }
-    return jwt.encode(claims, settings.JWT_SIGNING_KEY, algorithm=settings.JWT_ALGORITHM)
-
-
-def attendance_topic(school) -> str:
-    return f"realtime:attendance:org_{school.org.pk}:group_{school.group.pk}"
-
-
-class Socket:
-    """A minimal Phoenix client over the communicator, speaking vsn 1.0.0 or 2.0.0."""
-
-    def __init__(self, vsn: str = VSN_1, apikey: str = "anon", query: str | None = None):
-        self.vsn = vsn
-        path = "/realtime/v1/websocket?" + (query if query is not None else f"apikey={apikey}&vsn={vsn}")
-        self.comm = WebsocketCommunicator(application, path)
-        self.ref = 0
-        self.join_refs: dict[str, str] = {}
-
-    async def connect(self) -> None:
-        connected, _ = await self.comm.connect()
-        assert connected
-
-    async def push(self, topic: str, event: str, payload: Any, *, join_ref: str | None = None) -> str:
-        self.ref += 1
-        ref = str(self.ref)
-        join_ref = join_ref if join_ref is not None else self.join_refs.get(topic)
-        if self.vsn == VSN_2:
-            await self.comm.send_to(text_data=json.dumps([join_ref, ref, topic, event, payload]))
-        else:
-            frame = {"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": join_ref}
-            await self.comm.send_to(text_data=json.dumps(frame))
-        return ref
-
-    async def recv(self, timeout: float = 3) -> Message:
-        output = await self.comm.receive_output(timeout)
-        assert output["type"] == "websocket.send", output
-        return decode_text(output["text"], self.vsn)
-
-    async def until(self, event: str, *, topic: str | None = None, ref: str | None = None, timeout: float = 3):
-        """The next message with this event (and topic/ref), skipping others."""
-        deadline = time.monotonic() + timeout
-        while True:
-            message = await self.recv(max(0.05, deadline - time.monotonic()))
-            if message.event == event and topic in (None, message.topic) and ref in (None, message.ref):
-                return message
-
-    async def join(self, topic: str, access_token: str | None, config: dict | None = None) -> Message:
-        self.ref += 1
-        join_ref = str(self.ref)
-        self.ref -= 1
-        payload: dict[str, Any] = {
-            "config": config or {"broadcast": {"ack": False, "self": False}, "presence": {"key": ""}}
-        }
-        if access_token is not None:
-            payload["access_token"] = access_token
-        ref = await self.push(topic, "phx_join", payload, join_ref=join_ref)
-        reply = await self.until("phx_reply", ref=ref)
-        if reply.payload["status"] == "ok":
-            self.join_refs[topic] = join_ref
-        return reply
-
-    async def no_message(self, timeout: float = 0.3) -> bool:
-        return await self.comm.receive_nothing(timeout)
-
-    async def close(self) -> None:
-        await self.comm.disconnect()
-
-
-async def joined(user, topic: str, *, vsn: str = VSN_1, config: dict | None = None) -> Socket:
-    socket = Socket(vsn)
-    await socket.connect()
-    reply = await socket.join(topic, token(user), config)
-    assert reply.payload["status"] == "ok", reply.payload
-    state = await socket.until("presence_state", topic=topic)
-    assert isinstance(state.payload, dict)
-    return socket
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 
 @pytest.mark.parametrize("vsn", [VSN_1, VSN_2])
@@ -137,7 +31,7 @@ async def test_heartbeat_and_join_reply_in_both_versions(schools, vsn):
         {"status": "ok", "response": {}},
     )
 
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     reply = await socket.join(topic, token(schools.a.teacher_user))
     assert reply.payload == {"status": "ok", "response": {"postgres_changes": []}}
     assert reply.join_ref == reply.ref
@@ -147,7 +41,7 @@ async def test_heartbeat_and_join_reply_in_both_versions(schools, vsn):
 
 
 async def test_join_echoes_postgres_changes_with_ids_and_system_message(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     bindings = [
         {"event": "*", "schema": "public", "table": "attendance", "filter": f"group_id=eq.{schools.a.group.pk}"},
         {"event": "INSERT", "schema": "public", "table": "student_rankings"},
@@ -181,9 +75,7 @@ async def test_join_echoes_postgres_changes_with_ids_and_system_message(schools)
 async def test_invalid_postgres_changes_refuse_the_join(schools, binding, needle):
     socket = Socket()
     await socket.connect()
-    reply = await socket.join(
-        attendance_topic(schools.a), token(schools.a.teacher_user), {"postgres_changes": [binding]}
-    )
+    reply = await socket.join(socket_topic(schools.a), token(schools.a.teacher_user), {"postgres_changes": [binding]})
     assert reply.payload["status"] == "error"
     assert reply.payload["response"]["reason"].startswith("InvalidPostgresChanges:")
     assert needle in reply.payload["response"]["reason"]
@@ -195,16 +87,16 @@ async def test_authorization_refuses_other_school_unrelated_subject_and_bad_toke
     socket = Socket()
     await socket.connect()
     cases = [
-        (attendance_topic(b), token(a.teacher_user), "Unauthorized: the topic belongs to another organization"),
-        (attendance_topic(a), token(a.outsider_user), "Unauthorized: no access"),
-        (attendance_topic(a), token(a.student_user), "Unauthorized: no access"),
+        (socket_topic(b), token(a.teacher_user), "Unauthorized: the topic belongs to another organization"),
+        (socket_topic(a), token(a.outsider_user), "Unauthorized: no access"),
+        (socket_topic(a), token(a.student_user), "Unauthorized: no access"),
         (f"realtime:rankings:org_{a.org.pk}:student_{a.other_student.pk}", token(a.student_user), "Unauthorized"),
         ("realtime:lobby", token(a.teacher_user), "Unauthorized: unknown topic pattern"),
         ("realtime:", token(a.teacher_user), "TopicNameRequired"),
-        (attendance_topic(a), None, "InvalidJWTToken: Invalid token"),  # falls back to apikey "anon"
-        (attendance_topic(a), "garbage", "InvalidJWTToken: Invalid token"),
-        (attendance_topic(a), token(a.teacher_user, ttl=-30), "InvalidJWTToken: Token has expired"),
-        (attendance_topic(a), token(a.teacher_user, organization_id=str(b.org.pk)), "InvalidJWTToken"),
+        (socket_topic(a), None, "InvalidJWTToken: Invalid token"),  # falls back to apikey "anon"
+        (socket_topic(a), "garbage", "InvalidJWTToken: Invalid token"),
+        (socket_topic(a), token(a.teacher_user, ttl=-30), "InvalidJWTToken: Token has expired"),
+        (socket_topic(a), token(a.teacher_user, organization_id=str(b.org.pk)), "InvalidJWTToken"),
     ]
     for topic, access_token, reason in cases:
         reply = await socket.join(topic, access_token)
@@ -212,7 +104,7 @@ async def test_authorization_refuses_other_school_unrelated_subject_and_bad_toke
         assert reply.payload["response"]["reason"].startswith(reason), reply.payload
     assert "topic_denied" in caplog.text
     # The refusals left the socket usable.
-    assert (await socket.join(attendance_topic(a), token(a.admin_user))).payload["status"] == "ok"
+    assert (await socket.join(socket_topic(a), token(a.admin_user))).payload["status"] == "ok"
     await socket.close()
 
 
@@ -240,7 +132,7 @@ async def test_apikey_carries_the_jwt_when_no_api_key_is_configured(schools, set
     settings.REALTIME_API_KEY = ""
     socket = Socket(apikey=token(schools.a.teacher_user))
     await socket.connect()
-    reply = await socket.join(attendance_topic(schools.a), None)
+    reply = await socket.join(socket_topic(schools.a), None)
     assert reply.payload["status"] == "ok"
     await socket.close()
 
@@ -253,8 +145,8 @@ async def test_configured_api_key_is_required_to_connect(schools, settings):
     socket = Socket(apikey="server-key")
     await socket.connect()
     # With a configured key the apikey is not a user token: the join must bring one.
-    assert (await socket.join(attendance_topic(schools.a), None)).payload["status"] == "error"
-    assert (await socket.join(attendance_topic(schools.a), token(schools.a.teacher_user))).payload["status"] == "ok"
+    assert (await socket.join(socket_topic(schools.a), None)).payload["status"] == "error"
+    assert (await socket.join(socket_topic(schools.a), token(schools.a.teacher_user))).payload["status"] == "ok"
     await socket.close()
 
 
@@ -266,7 +158,7 @@ async def test_unsupported_vsn_is_refused():
 
 @pytest.mark.parametrize("vsn", [VSN_1, VSN_2])
 async def test_broadcast_self_and_ack(schools, vsn):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     sender = await joined(schools.a.teacher_user, topic, vsn=vsn, config={"broadcast": {"self": True, "ack": True}})
     other = await joined(schools.a.admin_user, topic, vsn=vsn)
     ref = await sender.push(
@@ -288,7 +180,7 @@ async def test_broadcast_self_and_ack(schools, vsn):
 
 
 async def test_binary_broadcast_frames_of_vsn2_clients(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     sender = await joined(schools.a.teacher_user, topic, vsn=VSN_2, config={"broadcast": {"ack": True}})
     listener = await joined(schools.a.admin_user, topic, vsn=VSN_1)
     join_ref, ref, event = sender.join_refs[topic], "9", "marking_in_progress"
@@ -304,7 +196,7 @@ async def test_binary_broadcast_frames_of_vsn2_clients(schools):
 
 async def test_broadcast_payload_limit_replies_error_and_keeps_socket(schools, settings):
     settings.REALTIME_MAX_PAYLOAD_BYTES = 64 * 1024
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     sender = await joined(schools.a.teacher_user, topic)
     other = await joined(schools.a.admin_user, topic)
     big = {"blob": "x" * (64 * 1024)}
@@ -324,7 +216,7 @@ async def test_server_side_group_message_reaches_joined_sockets_with_meta(school
 
     from events.topics import group_name
 
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic)
     sub_topic = topic.removeprefix("realtime:")
     await get_channel_layer().group_send(
@@ -344,7 +236,7 @@ async def test_server_side_group_message_reaches_joined_sockets_with_meta(school
 
 
 async def test_presence_track_untrack_and_disconnect_diffs(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     first = await joined(schools.a.teacher_user, topic, config={"presence": {"key": "t1", "enabled": True}})
     ref = await first.push(
         topic, "presence", {"type": "presence", "event": "track", "payload": {"activity": "marking"}}
@@ -387,7 +279,7 @@ async def test_presence_track_untrack_and_disconnect_diffs(schools):
 
 
 async def test_leave_unmatched_topic_and_rejoin(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic)
     old_join_ref = socket.join_refs[topic]
 
@@ -410,7 +302,7 @@ async def test_leave_unmatched_topic_and_rejoin(schools):
 
 
 async def test_access_token_refresh_and_invalid_token_closes_channel(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic)
     await socket.push(topic, "access_token", {"access_token": token(schools.a.teacher_user)})
     assert await socket.no_message()
@@ -425,7 +317,7 @@ async def test_access_token_refresh_and_invalid_token_closes_channel(schools):
 
 
 async def test_token_expiry_mid_session_sends_system_error_then_close(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = Socket()
     await socket.connect()
     assert (await socket.join(topic, token(schools.a.teacher_user, ttl=2))).payload["status"] == "ok"
@@ -437,7 +329,7 @@ async def test_token_expiry_mid_session_sends_system_error_then_close(schools):
 
 
 async def test_refreshed_token_postpones_expiry(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = Socket()
     await socket.connect()
     assert (await socket.join(topic, token(schools.a.teacher_user, ttl=2))).payload["status"] == "ok"

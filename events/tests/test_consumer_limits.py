@@ -8,15 +8,12 @@ import json
 import pytest
 
 from events.limits import ConnectionSlot
-from events.tests.test_consumer import (  # noqa: F401 - the fixture is used by every test here
-    Socket,
-    attendance_topic,
-    close_worker_connections,
-    joined,
-    token,
-)
+from harry_realtime.testing import Socket, joined, socket_topic, token
 
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 
 async def test_malformed_frames_get_error_replies_and_socket_stays_up(schools):
@@ -36,7 +33,7 @@ async def test_malformed_frames_get_error_replies_and_socket_stays_up(schools):
 
 
 async def test_unknown_events_and_topics(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic)
     ref = await socket.push(topic, "shout", {})
     assert (await socket.until("phx_reply", ref=ref)).payload["response"]["reason"].startswith("UnknownEvent")
@@ -67,7 +64,7 @@ async def test_channel_limit_per_connection(schools, settings):
     admin = token(a.admin_user)
     assert (await socket.join(f"realtime:notifications:org_{org}:role_all", admin)).payload["status"] == "ok"
     assert (await socket.join(f"realtime:notifications:org_{org}:role_admin", admin)).payload["status"] == "ok"
-    refused = await socket.join(attendance_topic(a), admin)
+    refused = await socket.join(socket_topic(a), admin)
     assert refused.payload["response"]["reason"].startswith("ChannelLimitReached")
     # Re-joining an already joined topic does not count as another channel.
     assert (await socket.join(f"realtime:notifications:org_{org}:role_all", admin)).payload["status"] == "ok"
@@ -78,7 +75,7 @@ async def test_connections_per_user_and_per_org_are_limited_and_freed(schools, s
     settings.REALTIME_MAX_CONNECTIONS_PER_USER = 2
     settings.REALTIME_MAX_CONNECTIONS_PER_ORG = 3
     a = schools.a
-    topic = attendance_topic(a)
+    topic = socket_topic(a)
     first = await joined(a.teacher_user, topic)
     second = await joined(a.teacher_user, topic)
     third = Socket()
@@ -92,7 +89,7 @@ async def test_connections_per_user_and_per_org_are_limited_and_freed(schools, s
     refused = await other_admin.join(topic, token(a.admin_user))
     assert refused.payload["response"]["reason"].endswith("connections per organization")
     # School B has its own count.
-    assert (await await_join(schools.b.teacher_user, attendance_topic(schools.b))).payload["status"] == "ok"
+    assert (await await_join(schools.b.teacher_user, socket_topic(schools.b))).payload["status"] == "ok"
 
     # A closed connection frees its slot; the refused socket may retry.
     await first.close()
@@ -117,15 +114,15 @@ async def test_lapsed_lease_of_a_dead_process_frees_the_slot(schools, settings):
     await ConnectionSlot("dead-process-connection", str(user.pk), str(user.organization_id)).acquire()
     socket = Socket()
     await socket.connect()
-    assert (await socket.join(attendance_topic(schools.a), token(user))).payload["status"] == "error"
+    assert (await socket.join(socket_topic(schools.a), token(user))).payload["status"] == "error"
     await asyncio.sleep(0.6)
-    assert (await socket.join(attendance_topic(schools.a), token(user))).payload["status"] == "ok"
+    assert (await socket.join(socket_topic(schools.a), token(user))).payload["status"] == "ok"
     await socket.close()
 
 
 async def test_message_rate_limit(schools, settings):
     settings.REALTIME_MAX_MESSAGES_PER_SECOND = 20
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic, config={"broadcast": {"ack": True}})
     refs = [
         await socket.push(topic, "broadcast", {"type": "broadcast", "event": "e", "payload": {}}) for _ in range(40)
@@ -149,7 +146,7 @@ async def test_message_rate_limit(schools, settings):
 
 async def test_silent_socket_is_closed(schools, settings):
     settings.REALTIME_IDLE_TIMEOUT_SECONDS = 1
-    socket = await joined(schools.a.teacher_user, attendance_topic(schools.a))
+    socket = await joined(schools.a.teacher_user, socket_topic(schools.a))
     closed = await socket.comm.receive_output(4)
     assert closed["type"] == "websocket.close"
     await socket.close()
@@ -158,7 +155,7 @@ async def test_silent_socket_is_closed(schools, settings):
 async def test_idle_socket_with_heartbeats_survives_and_still_receives(schools, settings):
     """The redis-py 8 trap: idle channel-layer connections dropped after ~5 s (docs/design.md, decision 9)."""
     settings.REALTIME_IDLE_TIMEOUT_SECONDS = 3
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     listener = await joined(schools.a.teacher_user, topic)
     for _ in range(4):  # 8 s: past redis-py's idle timeout and past the idle limit without heartbeats
         await asyncio.sleep(2)

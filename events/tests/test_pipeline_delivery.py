@@ -5,21 +5,17 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
 
 from events.listener import Listener
 from events.models import RealtimeEvent
-from events.tests.test_consumer import Socket, token
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+from harry_realtime.testing import Socket, token
 from school.models import Attendance, Student
 
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
-
-
-@pytest.fixture(autouse=True)
-async def close_worker_connections():
-    yield
-    await sync_to_async(connections.close_all)()
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 
 @pytest.fixture

@@ -114,10 +114,6 @@ def test_python_rules_match_spec():
     assert domain.age_group(date(2015, 6, 1), today) == "10-12"
     assert domain.age_group(date(2013, 6, 2), today) == "10-12"  # 13 tomorrow
     assert domain.age_group(date(2010, 6, 1), today) == "16-18"
-    assert domain.celebration_triggered(old_rank=5, new_rank=5, old_level=1, new_level=1, points_change=100)
-    assert not domain.celebration_triggered(old_rank=5, new_rank=6, old_level=1, new_level=1, points_change=99)
-    assert domain.family_notification_for_achievement(date(2011, 6, 2), today)  # 14
-    assert not domain.family_notification_for_achievement(date(2010, 6, 1), today)  # 16
 
 
 def test_ferpa_levels_and_filtering():

@@ -6,38 +6,26 @@ import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection, connections
+from django.db import connection
 
 from events import selectors
 from events.listener import Listener, conninfo
 from events.models import RealtimeEvent
-from events.topics import group_name
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+from harry_realtime.testing import subscribe
 from school.models import Attendance
 
 # Committed data (the listener reads from its own thread); only the owner may flush between tests.
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 STATUSES = ["late", "present"]
 
 
-@pytest.fixture(autouse=True)
-async def close_worker_connections():
-    """The listener's database thread keeps its connection; close it so the test DB can be dropped."""
-    yield
-    await sync_to_async(connections.close_all)()
-
-
 def attendance_topic(school) -> str:
     return f"attendance:org_{school.org.pk}:group_{school.group.pk}"
-
-
-async def subscribe(*topics: str) -> str:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    for topic in topics:
-        await layer.group_add(group_name(topic), channel)
-    return channel
 
 
 async def collect(channel: str, count: int, timeout: float = 20.0) -> list[dict]:

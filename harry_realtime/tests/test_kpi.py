@@ -8,7 +8,6 @@ import secrets
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
 from django.test import Client
 
 from events.listener import LEADER_LOCK, Listener
@@ -18,13 +17,10 @@ from harry_realtime import kpi
 
 from .test_metrics import samples
 
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
-
-
-@pytest.fixture(autouse=True)
-async def close_worker_connections():
-    yield
-    await sync_to_async(connections.close_all)()
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 
 def figures() -> dict:

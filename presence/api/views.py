@@ -5,8 +5,7 @@ from django.utils import timezone
 from rest_framework.response import Response
 
 from culture.selectors import client_cultural_context, cultural_context_for
-from harry_realtime.api import ApiError, TenantAPIView, created
-from school.models import Group
+from harry_realtime.api import TenantAPIView, created
 
 from .. import attendance, selectors, services
 from . import serializers as s
@@ -139,17 +138,10 @@ class PresenceView(TenantAPIView):
         query = _valid(s.PresenceQuerySerializer, request.query_params)
         user = request.user
         if "group" in query:
-            group_id = query["group"]
-            if not Group.objects.filter(pk=group_id).exists():
-                raise ApiError("group_not_found", "No such group in this organization.", status_code=404)
-            if not selectors.may_see_group_presence(user, group_id):
-                raise ApiError("forbidden", "You may not see this group's presence.", status_code=403)
-            rows = list(selectors.online_in_group(group_id))
-            scope = {"scope": "group", "groupId": str(group_id)}
+            rows = selectors.group_presence(user=user, group_id=query["group"])
+            scope = {"scope": "group", "groupId": str(query["group"])}
         else:
-            if not selectors.may_see_organization_presence(user):
-                raise ApiError("forbidden", "The organization's presence is a staff view.", status_code=403)
-            rows = list(selectors.online_presence())
+            rows = selectors.organization_presence(user=user)
             scope = {"scope": "organization"}
         return Response(
             {

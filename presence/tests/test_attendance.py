@@ -5,9 +5,9 @@ import time
 import pytest
 from django.test import override_settings
 
+from events.topics import attendance_topic
 from harry_realtime.tenancy import dangerously_platform_context
 from presence import marking
-from presence.attendance import attendance_topic
 from school.models import Attendance
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,6 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
@@ -20,16 +19,12 @@ from presence.models import RealtimePresence
 
 # The consumer writes from a worker thread, so test data must be committed; only the owner alias
 # may flush the tables between tests.
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 application = URLRouter(websocket_urlpatterns)
-
-
-@pytest.fixture(autouse=True)
-async def close_worker_connections():
-    """The consumer's database thread keeps its connection; close it so the test DB can be dropped."""
-    yield
-    await database_sync_to_async(connections.close_all)()
 
 
 class Client:

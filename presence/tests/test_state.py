@@ -7,6 +7,7 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 
+from events.messages import PRESENCE_DIFF
 from events.topics import group_name
 from presence import state
 
@@ -66,7 +67,7 @@ async def test_liveness_loop_publishes_leaves_of_a_dead_node(topic, settings):
     state.ensure_liveness()
     message = await asyncio.wait_for(layer.receive(channel), timeout=5)
     assert message == {
-        "type": state.PRESENCE_DIFF,
+        "type": PRESENCE_DIFF,
         "topic": topic,
         "joins": {},
         "leaves": {"crashed": {"metas": [entry["meta"]]}},

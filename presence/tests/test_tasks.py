@@ -7,9 +7,9 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from events.models import RealtimeSubscription
+from events.topics import attendance_topic
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 from presence import services, state, tasks
-from presence.attendance import attendance_topic
 from presence.models import RealtimePresence
 
 pytestmark = pytest.mark.django_db

@@ -7,16 +7,17 @@ from rest_framework.views import APIView
 from events.topics import topics_for_user
 from harry_realtime import services as sessions
 from harry_realtime import throttle
-from harry_realtime.api import ApiError, TenantAPIView
+from harry_realtime.api import TenantAPIView
 from harry_realtime.auth import TokenError
+from harry_realtime.errors import Forbidden, NotAuthenticated, TooMany, Unavailable
 from school import selectors
 from school.models import User
 
 from .serializers import MeSerializer, RefreshRequestSerializer, TokenPairSerializer, TokenRequestSerializer
 
 
-def _throttle_unavailable() -> ApiError:
-    return ApiError("login_unavailable", "Sign-in is unavailable for a moment; try again.", status_code=503)
+def _throttle_unavailable() -> Unavailable:
+    return Unavailable("login_unavailable", "Sign-in is unavailable for a moment; try again.")
 
 
 class TokenView(APIView):
@@ -33,23 +34,22 @@ class TokenView(APIView):
         try:
             wait = throttle.login_wait_seconds(username=username, address=address)
             if wait:
-                raise ApiError(
+                raise TooMany(
                     "too_many_login_attempts",
                     f"Too many failed sign-ins; try again in {wait} seconds.",
-                    status_code=429,
                     retry_after=wait,
                 )
             user = authenticate(request, **body.validated_data)
             if user is None:
                 throttle.login_failed(username=username, address=address)
-                raise ApiError("invalid_credentials", "Wrong username or password.", status_code=401)
+                raise NotAuthenticated("invalid_credentials", "Wrong username or password.")
             throttle.login_succeeded(username=username)
         except throttle.ThrottleUnavailable:
             raise _throttle_unavailable() from None
         try:
             return Response(sessions.session_start(user=user))
         except TokenError as exc:
-            raise ApiError(exc.code, exc.message, status_code=403) from None
+            raise Forbidden(exc.code, exc.message) from None
 
 
 class TokenRefreshView(APIView):
@@ -63,7 +63,7 @@ class TokenRefreshView(APIView):
         try:
             return Response(sessions.session_refresh(refresh=body.validated_data["refresh"]))
         except TokenError as exc:
-            raise ApiError(exc.code, exc.message, status_code=401) from None
+            raise NotAuthenticated(exc.code, exc.message) from None
 
 
 class LogoutView(APIView):

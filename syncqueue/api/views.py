@@ -6,7 +6,8 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from harry_realtime.api import ApiError, TenantAPIView
+from harry_realtime.api import TenantAPIView
+from harry_realtime.errors import Forbidden, Invalid, NotFound, TooLarge
 from school.models import Role, User
 from syncqueue import selectors, services, upload
 from syncqueue.models import SYNCABLE_TABLES
@@ -27,10 +28,9 @@ class SyncQueueView(TenantAPIView):
         operations = request.data.get("operations") if isinstance(request.data, dict) else None
         limit = settings.SYNC_MAX_BATCH_OPERATIONS
         if isinstance(operations, list) and len(operations) > limit:
-            raise ApiError(
+            raise TooLarge(
                 "batch_too_large",
                 f"A batch holds at most {limit} operations; split it.",
-                status_code=413,
                 details={"maxOperations": limit, "received": len(operations)},
             )
         serializer = QueueSyncRequestSerializer(data=request.data)
@@ -58,17 +58,17 @@ class SyncChangesView(TenantAPIView):
         try:
             cursor = selectors.Cursor.decode(request.query_params.get("cursor", ""))
         except ValueError as exc:
-            raise ApiError("invalid_cursor", "cursor is a value returned as nextCursor.") from exc
+            raise Invalid("invalid_cursor", "cursor is a value returned as nextCursor.") from exc
         tables = [t for t in request.query_params.get("tables", "").split(",") if t] or list(SYNCABLE_TABLES)
         unknown = sorted(set(tables) - set(SYNCABLE_TABLES))
         if unknown:
-            raise ApiError("unknown_table", "These tables are not synced.", details=unknown)
+            raise Invalid("unknown_table", "These tables are not synced.", details=unknown)
         try:
             limit = int(request.query_params.get("limit", 200))
         except ValueError as exc:
-            raise ApiError("invalid_limit", "limit is an integer.") from exc
+            raise Invalid("invalid_limit", "limit is an integer.") from exc
         if not 1 <= limit <= MAX_CHANGES_PAGE:
-            raise ApiError("invalid_limit", f"limit is between 1 and {MAX_CHANGES_PAGE}.")
+            raise Invalid("invalid_limit", f"limit is between 1 and {MAX_CHANGES_PAGE}.")
         return Response(selectors.changes_since(user=request.user, cursor=cursor, tables=tables, limit=limit))
 
 
@@ -77,13 +77,11 @@ class PendingConflictsView(TenantAPIView):
 
     def get(self, request: Request, user_id) -> Response:
         if str(user_id) != str(request.user.pk) and request.user.role != Role.ADMIN:
-            raise ApiError(
-                "permission_denied", "Only the user themself or an admin sees their conflicts.", status_code=403
-            )
+            raise Forbidden("permission_denied", "Only the user themself or an admin sees their conflicts.")
         # Row-level security hides users of other schools: their conflicts are "not found".
         target = User.objects.filter(pk=user_id, organization_id=self.tenant.organization_id).first()
         if target is None:
-            raise ApiError("not_found", "No such user.", status_code=404)
+            raise NotFound("not_found", "No such user.")
         return Response(selectors.pending_conflicts(user=target))
 
 

@@ -7,18 +7,15 @@ import time
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import connection, connections
+from django.db import connection
 
-from events.tests.test_consumer import Socket, attendance_topic, joined
 from harry_realtime.tenancy import dangerously_platform_context
+from harry_realtime.testing import Socket, joined, socket_topic
 
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
-
-
-@pytest.fixture(autouse=True)
-async def close_worker_connections():
-    yield
-    await database_sync_to_async(connections.close_all)()
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +43,7 @@ async def closed_within(socket: Socket, seconds: float) -> list[str]:
 
 
 async def test_deactivating_a_user_by_raw_update_closes_their_socket(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic)
     bystander = await joined(schools.a.admin_user, topic)
 
@@ -69,7 +66,7 @@ async def test_moving_a_user_to_another_role_closes_their_socket(schools):
 
 
 async def test_an_active_users_socket_stays_open(schools):
-    topic = attendance_topic(schools.a)
+    topic = socket_topic(schools.a)
     socket = await joined(schools.a.teacher_user, topic)
     assert await socket.no_message(1.0)
     ref = await socket.push("phoenix", "heartbeat", {})
