@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from events.listener import Listener
 from events.models import RealtimeEvent
-from events.tests.test_consumer import Socket, token
 from events.tests.test_pipeline_delivery import _backlog_done
 from harry_realtime import alerts, kpi
 from harry_realtime.tenancy import dangerously_platform_context
+from harry_realtime.testing import Socket, token
 from notifications.models import PushNotification
 from syncqueue.models import OfflineSyncOperation
 

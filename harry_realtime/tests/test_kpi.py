@@ -8,12 +8,13 @@ import secrets
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import Client
 
 from events.listener import LEADER_LOCK, Listener
-from events.tests.test_consumer import Socket, token
 from events.tests.test_pipeline_delivery import _backlog_done, attendance_topic, binding, set_attendance
 from harry_realtime import kpi
+from harry_realtime.testing import Socket, token
 
 from .test_metrics import samples
 

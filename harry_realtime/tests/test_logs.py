@@ -7,8 +7,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from events.tests.test_consumer import Socket, token
 from harry_realtime.logs import JsonFormatter
+from harry_realtime.testing import Socket, token
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
 
