@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from harry_realtime import redis_conn
 from harry_realtime.errors import TooMany
 from harry_realtime.rediskeys import key
 
@@ -28,7 +29,7 @@ def redis_client() -> aioredis.Redis:
     client = _clients.get(loop)
     if client is None:
         # socket_timeout None: redis-py 8 otherwise drops idle connections after a few seconds.
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None, decode_responses=True)
+        client = redis_conn.async_client(socket_timeout=None, decode_responses=True)
         _clients[loop] = client
     return client
 

@@ -9,16 +9,29 @@ messages waiting in Redis while the server sat idle. Here one script moves up to
 sockets' buffers right after it, and the backup is cleared by a detached task, as the base class
 does for its single message. A receive cancelled before the hand-over leaves the messages in
 the backup, which the next receive puts back first (the base class's guarantee).
+
+A lost Redis connection (a restart, a Sentinel failover) does not end the receive: it waits and
+asks again, and the connection pool reconnects, through the sentinels when configured, so the
+process's sockets stay open across a failover instead of all closing at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("harry.channel_layer")
 
 RECEIVE_BATCH = 200
+# Waits between attempts while Redis is unreachable: doubling up to the maximum.
+RECONNECT_DELAY_SECONDS = (0.1, 2.0)
+_LOST = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 _RESTORE_BACKUP = """
 local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
@@ -68,15 +81,23 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
 
     async def _take(self, connection: Any, channel_key: str, backup: str) -> list[bytes]:
         """Up to RECEIVE_BATCH members, moved into the backup; waits for one when none is queued."""
+        delay, longest = RECONNECT_DELAY_SECONDS
         while True:
-            popped = await connection.eval(_RESTORE_BACKUP, 2, channel_key, backup, RECEIVE_BATCH)
-            if popped:
-                return popped[0::2]
-            result = await connection.bzpopmin(channel_key, timeout=self.brpop_timeout)
-            if result is not None:
-                _, member, score = result
-                await connection.zadd(backup, {member: float(score)})
-                return [member]
+            try:
+                popped = await connection.eval(_RESTORE_BACKUP, 2, channel_key, backup, RECEIVE_BATCH)
+                if popped:
+                    return popped[0::2]
+                result = await connection.bzpopmin(channel_key, timeout=self.brpop_timeout)
+                if result is not None:
+                    _, member, score = result
+                    await connection.zadd(backup, {member: float(score)})
+                    return [member]
+            except _LOST as error:
+                log.warning("channel layer lost Redis (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            delay = RECONNECT_DELAY_SECONDS[0]
 
     def _unpack(self, member: bytes, channel: str) -> tuple[Any, dict]:
         message = self.deserialize(member)

@@ -1,7 +1,7 @@
-import redis
-from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+
+from harry_realtime import redis_conn
 
 
 def _database_ok() -> tuple[bool, str]:
@@ -15,7 +15,7 @@ def _database_ok() -> tuple[bool, str]:
 
 def redis_ok() -> tuple[bool, str]:
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        client = redis_conn.sync_client(socket_timeout=2, socket_connect_timeout=2)
         client.ping()
         client.close()
         return True, "ok"

@@ -1,10 +1,13 @@
 """Settings, all from environment variables with safe development defaults."""
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from harry_realtime import redis_conn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,6 +62,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "harry_realtime.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, API docs) from the web process itself, compressed (Deploying in README).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -93,6 +98,10 @@ TEMPLATES = [
 DATABASE_URL = env("DATABASE_URL", "postgres://harry_app:harry_app@127.0.0.1:5432/harry_realtime")
 DATABASE_OWNER_URL = env("DATABASE_OWNER_URL", "postgres://harry_owner:harry_owner@127.0.0.1:5432/harry_realtime")
 TEST_DB_NAME = env("TEST_DB_NAME", "test_harry_realtime")
+# DATABASE_URL points at PgBouncer in transaction pooling mode (web and worker processes; the
+# listener, which needs LISTEN and a session advisory lock, connects to PostgreSQL directly).
+# The RLS context is transaction-local (SET LOCAL, set_config(..., true)), so it fits that mode.
+DB_PGBOUNCER = env_bool("DB_PGBOUNCER", False)
 
 
 def _database(url: str, *, pooled: bool) -> dict:
@@ -109,6 +118,11 @@ def _database(url: str, *, pooled: bool) -> dict:
                 "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 10),
             }
         }
+    if DB_PGBOUNCER:
+        # PgBouncer in transaction pooling mode hands each transaction to any server connection:
+        # a statement prepared on one is unknown on the next (PgBouncer < 1.21).
+        config.setdefault("OPTIONS", {})["prepare_threshold"] = None
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
     return config
 
 
@@ -121,12 +135,18 @@ DB_PLATFORM_ROLE = "harry_platform"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Redis Sentinel (failover): `host:port,...` of the sentinels and the name they watch. When set,
+# every Redis client, the channel layer and Celery find the primary through them
+# (harry_realtime/redis_conn.py); REDIS_URL then gives only the database number and password.
+REDIS_SENTINELS = env("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", "mymaster")
+_SENTINELS = redis_conn.parse_sentinels(REDIS_SENTINELS)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "harry_realtime.channel_layer.BulkReceiveRedisChannelLayer",
         "CONFIG": {
             # socket_timeout None: redis-py 8 otherwise closes idle layer sockets (docs/design.md, decision 9).
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "hosts": [redis_conn.channel_layer_host(REDIS_URL, _SENTINELS, REDIS_SENTINEL_MASTER, socket_timeout=None)],
             "capacity": env_int("CHANNEL_LAYER_CAPACITY", 20000),
             "expiry": 60,
             "group_expiry": 86400,
@@ -182,6 +202,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Compressed copies made by collectstatic (the image runs it); no hashed names, so templates
+    # also render where collectstatic never ran (tests, `make run`).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Without collected files (development, tests) whitenoise reads the apps' static folders, and
+# the missing STATIC_ROOT it would warn about is expected.
+WHITENOISE_USE_FINDERS = not STATIC_ROOT.is_dir()
+if WHITENOISE_USE_FINDERS:
+    warnings.filterwarnings("ignore", message="No directory at")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["harry_realtime.auth.JWTAuthentication"],
@@ -202,15 +233,26 @@ SPECTACULAR_SETTINGS = {
     "REDOC_UI_SETTINGS": {"theme": {"typography": {"fontFamily": "system-ui, sans-serif"}}},
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Schema completeness is an API-docs matter, checked by `manage.py spectacular --validate`,
+    # not a deployment check: `check --deploy` reports security settings only.
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }
 
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", redis_conn.celery_broker(REDIS_URL, _SENTINELS))
+if _SENTINELS:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "master_name": REDIS_SENTINEL_MASTER,
+        "sentinel_kwargs": {"socket_timeout": redis_conn.SENTINEL_SOCKET_TIMEOUT},
+    }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, touching BEAT_HEARTBEAT_FILE on each tick when set
+# (the container health check of beat reads its age).
+CELERY_BEAT_SCHEDULER = "harry_realtime.beat:HeartbeatScheduler"
+BEAT_HEARTBEAT_FILE = env("BEAT_HEARTBEAT_FILE", "")
 # Celery logs through Django's LOGGING (JSON lines), not its own root handler.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
@@ -361,3 +403,20 @@ CELERY_BEAT_SCHEDULE["alerts-evaluate"] = {
     "task": "harry_realtime.evaluate_alerts",
     "schedule": ALERTS_INTERVAL_SECONDS,
 }
+
+# --- Deployment behind a TLS proxy (README "Deploying") --------------------------------------------
+# The proxy in front terminates TLS and says so in this header (e.g. `X-Forwarded-Proto`); empty
+# means the web process is reached directly. Only set it when the proxy overwrites the header.
+_PROXY_SSL_HEADER = env("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+# DJANGO_HTTPS=1: the site is served over HTTPS only: redirect, secure cookies, HSTS.
+HTTPS_ONLY = env_bool("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS_ONLY)
+# Container health checks and Prometheus reach the web process over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000 if HTTPS_ONLY else 0)
+# Both on with DJANGO_HTTPS: turn them off when other hosts under the domain still serve plain HTTP.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS_ONLY)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", HTTPS_ONLY)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
+from harry_realtime import redis_conn
+
 _CLAIM = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -93,7 +95,7 @@ _client: redis.Redis | None = None
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _client = redis_conn.sync_client(decode_responses=True)
     return _client
 
 
