@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The stamp covers both requirement sets: a change to either reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint venv bench-gateway bench-pipeline bench-sync clean-data
+.PHONY: run test test-cluster lint venv bench-gateway bench-pipeline bench-sync clean-data
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -20,11 +20,18 @@ run: venv
 test: venv
 	bash scripts/test.sh
 
+# Scale-out on real HAProxy, PgBouncer and Redis Sentinel (installed when missing); a few minutes.
+test-cluster: venv
+	bash scripts/test-cluster.sh
+
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
+# One process per server, then 1 vs 2 web processes behind HAProxy, idle-socket memory, the floor.
 bench-gateway: venv
+	bash scripts/system-packages.sh haproxy:haproxy
 	bash scripts/bench.sh bench/gateway.py
+	bash scripts/bench.sh bench/cluster.py
 
 bench-pipeline: venv
 	bash scripts/bench.sh bench/pipeline.py

@@ -7,6 +7,12 @@ attendance topic, and one publisher that broadcasts at 1,000 / 4,000 / 8,000 del
 second, then a burst as fast as the server takes it. The same run measures a minimal raw Channels
 consumer (group_send of the received text to every socket, no protocol, no auth) on the same
 server process as the baseline. Latency is publisher send time to client receive time.
+Clients connect in a bounded ramp (CONNECT_CONCURRENCY handshakes at a time); a connection the
+server refuses (an HTTP error, a reset, a timeout) is counted in the `refused` column and the
+run goes on with the others, so a slow or loaded machine gives numbers, not a traceback.
+
+After the single-process runs, bench/cluster.py measures N web processes behind HAProxy, the
+memory per idle socket and the no-Django floor (`make bench-gateway` runs both).
 
 Environment: BENCH_CLIENTS (200), BENCH_SECONDS (5 per rate), BENCH_RATES ("1000,4000,8000"),
 BENCH_SERVERS ("daphne,uvicorn"); DATABASE_URL/REDIS_URL as for the tests.
@@ -73,6 +79,8 @@ if os.environ.get("BENCH_GATEWAY_SERVER"):
 class Result:
     label: str
     offered: int
+    clients: int = 0
+    refused: int = 0
     sent: int = 0
     received: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -81,7 +89,7 @@ class Result:
 
     @property
     def expected(self) -> int:
-        return self.sent * CLIENTS
+        return self.sent * self.clients
 
     @property
     def lost(self) -> int:
@@ -103,6 +111,9 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 RATES = [int(r) for r in os.environ.get("BENCH_RATES", "1000,4000,8000").split(",")]
 SERVERS = os.environ.get("BENCH_SERVERS", "daphne,uvicorn").split(",")
 BURST = 100  # broadcasts sent back to back: the publisher's per-second message limit
+# Handshakes in flight at once while the clients connect, and how long one may take.
+CONNECT_CONCURRENCY = 20
+CONNECT_TIMEOUT = 20.0
 
 
 def sign(key: str, user: dict) -> str:
@@ -174,43 +185,82 @@ def start_server(kind: str, env: dict, workers: int = 1) -> tuple[subprocess.Pop
     raise RuntimeError(f"{kind} did not start:\n{''.join(output)}")
 
 
+class Ramp:
+    """Connects at most CONNECT_CONCURRENCY clients at a time; counts the connected and the refused."""
+
+    def __init__(self, total: int, compression: str | None = "deflate"):
+        self.total = total
+        self.compression = compression
+        self.connected = 0
+        self.refused = 0
+        self.reasons: dict[str, int] = {}
+        self.done = asyncio.Event()
+        self._slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def connect(self, url: str, handshake):
+        """An open socket (after `handshake(ws)`, when given), or None when the server refused it."""
+        import websockets
+
+        ws = None
+        async with self._slots:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    ws = await websockets.connect(
+                        url, max_size=None, ping_interval=None, open_timeout=None, compression=self.compression
+                    )
+                    if handshake is not None:
+                        await handshake(ws)
+                self.connected += 1
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException, ConnectionRefusedError) as error:
+                reason = type(error).__name__
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
+                self.refused += 1
+                if ws is not None:
+                    await ws.close()
+                ws = None
+        if self.connected + self.refused == self.total:
+            self.done.set()
+        return ws
+
+
 class Receivers:
     """CLIENTS sockets; every one records the latency of each message it gets."""
 
     def __init__(self, result_holder: list):
         self.current = result_holder
 
-    async def run_realtime(self, url: str, topic: str, token: str, ready: asyncio.Event, count: list[int]):
-        import websockets
-
-        async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+    async def run_realtime(self, url: str, topic: str, token: str, ramp: Ramp):
+        async def join(ws) -> None:
             await ws.send(json.dumps(["1", "1", topic, "phx_join", {"config": {}, "access_token": token}]))
             while True:
                 reply = json.loads(await ws.recv())
                 if reply[3] == "phx_reply":
-                    assert reply[4]["status"] == "ok", reply
-                    break
-            count[0] += 1
-            if count[0] == CLIENTS:
-                ready.set()
-            heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(ws))
-            try:
-                async for raw in ws:
-                    message = json.loads(raw)
-                    if message[3] == "broadcast":
-                        self._record(message[4]["payload"])
-            finally:
-                heartbeat.cancel()
+                    if reply[4]["status"] != "ok":
+                        raise ConnectionRefusedError(str(reply[4]))
+                    return
 
-    async def run_raw(self, url: str, ready: asyncio.Event, count: list[int]):
-        import websockets
+        ws = await ramp.connect(url, join)
+        if ws is None:
+            return
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(ws))
+        try:
+            async for raw in ws:
+                message = json.loads(raw)
+                if message[3] == "broadcast":
+                    self._record(message[4]["payload"])
+        finally:
+            heartbeat.cancel()
+            await ws.close()
 
-        async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
-            count[0] += 1
-            if count[0] == CLIENTS:
-                ready.set()
+    async def run_raw(self, url: str, ramp: Ramp):
+        ws = await ramp.connect(url, None)
+        if ws is None:
+            return
+        try:
             async for raw in ws:
                 self._record(json.loads(raw))
+        finally:
+            await ws.close()
 
     def _record(self, payload: dict) -> None:
         now = time.time()
@@ -235,17 +285,18 @@ async def measure(kind: str, port: int, mode: str, topic: str, tokens: dict) -> 
 
     holder: list = [None]
     receivers = Receivers(holder)
-    ready, count = asyncio.Event(), [0]
+    ramp = Ramp(CLIENTS)
     base = f"ws://127.0.0.1:{port}"
     tasks = []
     for _ in range(CLIENTS):
         if mode == "gateway":
             url = f"{base}/realtime/v1/websocket?apikey={tokens['listener']}&vsn=2.0.0"
-            tasks.append(asyncio.create_task(receivers.run_realtime(url, topic, tokens["listener"], ready, count)))
+            tasks.append(asyncio.create_task(receivers.run_realtime(url, topic, tokens["listener"], ramp)))
         else:
-            tasks.append(asyncio.create_task(receivers.run_raw(f"{base}/bench/raw", ready, count)))
-        await asyncio.sleep(0.002)
-    await asyncio.wait_for(ready.wait(), 60)
+            tasks.append(asyncio.create_task(receivers.run_raw(f"{base}/bench/raw", ramp)))
+    await ramp.done.wait()
+    if ramp.refused:
+        print(f"[bench] {kind} {mode}: {ramp.refused} of {CLIENTS} connections refused {ramp.reasons}", file=sys.stderr)
     results = []
     if mode == "gateway":
         publisher = await websockets.connect(f"{base}/realtime/v1/websocket?apikey=x&vsn=2.0.0", max_size=None)
@@ -270,7 +321,7 @@ async def measure(kind: str, port: int, mode: str, topic: str, tokens: dict) -> 
     drainer = asyncio.create_task(drain_publisher())
     for rate in [*RATES, 0]:
         label = f"{kind}-{mode}-{rate or 'burst'}"
-        result = Result(label=label, offered=rate)
+        result = Result(label=label, offered=rate, clients=ramp.connected, refused=ramp.refused)
         holder[0] = result
         result.started = time.time()
         if rate:
@@ -305,10 +356,12 @@ async def measure(kind: str, port: int, mode: str, topic: str, tokens: dict) -> 
 
 
 def report(rows: list[Result]) -> None:
-    print(f"\n{'run':34} {'offered/s':>10} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'lost':>7}")
+    print(f"\n{'run':34} {'offered/s':>10} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'lost':>7} {'refused':>8}")
     for r in rows:
         offered = str(r.offered) if r.offered else "burst"
-        print(f"{r.label:34} {offered:>10} {r.rate:9.0f} {r.pct(0.5):8.1f} {r.pct(0.99):8.1f} {r.lost:7d}")
+        print(
+            f"{r.label:34} {offered:>10} {r.rate:9.0f} {r.pct(0.5):8.1f} {r.pct(0.99):8.1f} {r.lost:7d} {r.refused:8d}"
+        )
 
 
 def main() -> int:
@@ -352,7 +405,11 @@ def main() -> int:
             try:
                 for mode in ("raw", "gateway"):
                     print(f"[bench] {kind} {mode}: {CLIENTS} clients", file=sys.stderr)
-                    rows += asyncio.run(measure(kind, port, mode, topic, tokens))
+                    try:
+                        rows += asyncio.run(measure(kind, port, mode, topic, tokens))
+                    except (OSError, TimeoutError, RuntimeError) as error:
+                        # A run that cannot start (its publisher refused) is reported, not fatal.
+                        print(f"[bench] {kind} {mode}: not measured ({type(error).__name__}: {error})")
             finally:
                 proc.terminate()
                 proc.wait(10)
@@ -363,6 +420,9 @@ def main() -> int:
     for kind in SERVERS:
         raw = {r.offered: r for r in rows if r.label.startswith(f"{kind}-raw")}
         gw = {r.offered: r for r in rows if r.label.startswith(f"{kind}-gateway")}
+        if 0 not in raw or 0 not in gw:
+            print(f"{kind}: no burst ratio (a run was not measured)")
+            continue
         burst_ratio = gw[0].rate / raw[0].rate if raw[0].rate else float("nan")
         at_4000 = gw.get(4000)
         print(

@@ -261,4 +261,4 @@ function topics(school) {
   }
 }
 
-module.exports = { createHarness, subscribe, waitFor, topics, signToken }
+module.exports = { createHarness, subscribe, waitFor, topics, signToken, PYTHON, ROOT }
