@@ -398,6 +398,11 @@ test('clients spread over two web processes behind the proxy; faults lose and du
   assert.equal(steady.duplicated, 0)
   assert.ok(steady.changes.every((n) => n === steady.events), `postgres_changes per client ${steady.changes}`)
 
+  // A task queued through the primary runs on the worker.
+  const worker = procs.find((p) => p.name === 'worker')
+  const firstTask = probe('celery-task')
+  await worker.waitOutput(new RegExp(`events.expire_events\\[${firstTask}\\] succeeded`), { timeout: 30000 })
+
   // RLS through PgBouncer: two schools' requests interleave on four server connections.
   const b = h.users.b
   const me = (user) => fetch(`${proxyHTTP}/api/me`, { headers: { Authorization: `Bearer ${h.token(user)}` } }).then((r) => r.json())
@@ -463,7 +468,6 @@ test('clients spread over two web processes behind the proxy; faults lose and du
 
   // After the failover, without any restart by hand: the worker answers through the new primary,
   // and presence and broadcasts still cross processes.
-  const worker = procs.find((p) => p.name === 'worker')
   const taskId = probe('celery-task')
   await worker.waitOutput(new RegExp(`events.expire_events\\[${taskId}\\] succeeded`), { timeout: 60000 })
   const taskMs = Date.now() - failedAt
@@ -475,7 +479,7 @@ test('clients spread over two web processes behind the proxy; faults lose and du
   const before = states.map((s) => s.broadcasts.length)
   assert.equal(await late.channel.send({ type: 'broadcast', event: 'cluster_ping', payload: { from: 'late' } }), 'ok')
   await waitFor(() => states.every((s, i) => s.broadcasts.length === before[i] + 1), { what: 'the late ping everywhere' })
-  report.push(`after failover: a task queued through the new primary ran on the worker ${taskMs} ms after the kill (remote-control ping answered by: ${JSON.stringify(pong)}); a new client's presence and broadcast reached all 6 others`)
+  report.push(`after failover: a task queued through the new primary ran on the worker ${taskMs} ms after the kill (worker restarts: ${worker.restarts}; remote-control ping answered by: ${JSON.stringify(pong)}); a new client's presence and broadcast reached all 6 others`)
   const perProcess = procs.filter((p) => p.restart).map((p) => `${p.name} ${p.restarts}`).join(', ')
   report.push(`restarts (compose-style supervisor): ${perProcess}`)
 })
