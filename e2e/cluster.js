@@ -146,7 +146,7 @@ async function startWeb(name, port) {
     name,
     PYTHON,
     ['-m', 'uvicorn', '--host', '127.0.0.1', '--port', String(port), '--ws', 'websockets', '--lifespan', 'off',
-      '--log-level', 'info', 'harry_realtime.asgi:application'],
+      '--proxy-headers', '--forwarded-allow-ips', '127.0.0.1', '--log-level', 'info', 'harry_realtime.asgi:application'],
     { env: h.env(webEnv()), restart: true },
   )
   await proc.waitOutput(/Uvicorn running on/)
@@ -258,7 +258,7 @@ before(async () => {
   // HAProxy: round robin, not sticky (any process serves any client), health-checked on /healthz.
   fs.writeFileSync(path.join(dir, 'haproxy.cfg'), [
     'global', `    stats socket ${dir}/haproxy.sock mode 600 level admin`,
-    'defaults', '    mode http', '    timeout connect 2s', '    timeout client 75s', '    timeout server 75s',
+    'defaults', '    mode http', '    option forwardfor', '    timeout connect 2s', '    timeout client 75s', '    timeout server 75s',
     '    timeout tunnel 1h', '    retries 3', '    option redispatch',
     'frontend http', `    bind 127.0.0.1:${ports.proxy}`, '    default_backend web',
     'backend web', '    balance roundrobin', '    option httpchk',
