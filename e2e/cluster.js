@@ -117,8 +117,14 @@ function primaryPort() {
   return null
 }
 
+// The probe runs with the cluster's Redis (through the sentinels), as the app processes do.
 function probe(...args) {
-  return JSON.parse(h.python('cluster_probe.py', args))
+  return JSON.parse(execFileSync(PYTHON, [path.join(__dirname, 'cluster_probe.py'), ...args], {
+    cwd: ROOT,
+    env: h.env(redisEnv()),
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }))
 }
 
 function haproxySessions() {

@@ -244,12 +244,6 @@ if _SENTINELS:
         "master_name": REDIS_SENTINEL_MASTER,
         "sentinel_kwargs": {"socket_timeout": redis_conn.SENTINEL_SOCKET_TIMEOUT},
     }
-    # After a failover kombu reconnects the worker in place but it consumes nothing more (measured
-    # in `make test-cluster`); a worker that loses the broker exits instead and its supervisor
-    # restarts it, and a starting worker retries until the sentinels name the new primary.
-    # Unacknowledged tasks are delivered again (acks late).
-    CELERY_BROKER_CONNECTION_RETRY = False
-    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
