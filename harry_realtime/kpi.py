@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from harry_realtime import redis_conn
 from harry_realtime.rediskeys import key
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ _clients: dict[str, redis.Redis] = {}
 def redis_client() -> redis.Redis:
     url = settings.REDIS_URL
     if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        _clients[url] = redis_conn.sync_client(socket_timeout=5, socket_connect_timeout=2)
     return _clients[url]
 
 

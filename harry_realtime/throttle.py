@@ -13,6 +13,8 @@ import hashlib
 import redis
 from django.conf import settings
 
+from harry_realtime import redis_conn
+
 _client: redis.Redis | None = None
 
 
@@ -23,7 +25,7 @@ class ThrottleUnavailable(Exception):
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+        _client = redis_conn.sync_client(decode_responses=True, socket_timeout=5)
     return _client
 
 
