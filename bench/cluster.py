@@ -99,7 +99,7 @@ def spawn(args: list[str], env: dict, port: int) -> subprocess.Popen:
 
 def start_web(env: dict) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets"]
+    args = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"]
     args += ["--no-access-log", "--lifespan", "off", "--log-level", "warning", "harry_realtime.asgi:application"]
     return spawn(args, env, port), port
 

@@ -151,7 +151,7 @@ async function startWeb(name, port) {
   const proc = new Proc(
     name,
     PYTHON,
-    ['-m', 'uvicorn', '--host', '127.0.0.1', '--port', String(port), '--ws', 'websockets', '--lifespan', 'off',
+    ['-m', 'uvicorn', '--host', '127.0.0.1', '--port', String(port), '--ws', 'websockets-sansio', '--lifespan', 'off',
       '--proxy-headers', '--forwarded-allow-ips', '127.0.0.1', '--log-level', 'info', 'harry_realtime.asgi:application'],
     { env: h.env(webEnv()), restart: true },
   )
