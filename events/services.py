@@ -233,15 +233,14 @@ def broadcast_event_create(
         if "push_notification" in (methods or []):
             _push_for_broadcast(sender, event, target, event_type=event_type, payload=payload, cultural=cultural or {})
         if scheduled_for is None:
-            for topic in target.topics:
-                message = {
-                    "topic": topic,
-                    "event": event_type,
-                    "payload": event.event_payload,
-                    "meta": {"id": event.seq},
-                }
-                transaction.on_commit(lambda m=message: fan_out(**m))
+            _fan_out_on_commit(event, target, event_type)
     return events
+
+
+def _fan_out_on_commit(event: RealtimeEvent, target: Target, event_type: str) -> None:
+    for topic in target.topics:
+        message = {"topic": topic, "event": event_type, "payload": event.event_payload, "meta": {"id": event.seq}}
+        transaction.on_commit(lambda m=message: fan_out(**m))
 
 
 def _check_broadcast(

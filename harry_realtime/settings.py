@@ -388,7 +388,7 @@ CELERY_BEAT_SCHEDULE["syncqueue-retry-due-operations"] = {
     "schedule": SYNC_RETRY_INTERVAL_SECONDS,
 }
 
-# Event pipeline (events/outbox.py, listener, tasks): an individual event still unacknowledged by
+# Event pipeline (events/status.py, events/handoff.py, listener, tasks): an individual event still unacknowledged by
 # a live socket this long after fan-out is handed to push; expiry runs every minute.
 REALTIME_PUSH_GRACE_SECONDS = env_int("REALTIME_PUSH_GRACE_SECONDS", 30)
 CELERY_BEAT_SCHEDULE["events-hand-undelivered-to-push"] = {
