@@ -41,6 +41,19 @@ HIJRI_MONTHS = {
     12: pgettext_lazy("hijri month", "Dhu al-Hijjah"),
 }
 
+# Attendance statuses inside sentences ("… was marked absent"), so no enum value reaches a reader
+# untranslated (school.models.AttendanceStatus).
+ATTENDANCE_STATUSES = {
+    "present": pgettext_lazy("attendance status", "present"),
+    "absent": pgettext_lazy("attendance status", "absent"),
+    "late": pgettext_lazy("attendance status", "late"),
+    "excused": pgettext_lazy("attendance status", "excused"),
+    "sick": pgettext_lazy("attendance status", "sick"),
+    "emergency": pgettext_lazy("attendance status", "absent (emergency)"),
+    "early_dismissal": pgettext_lazy("attendance status", "dismissed early"),
+    "partial": pgettext_lazy("attendance status", "partly present"),
+}
+
 HIJRI_DATE = _("%(day)d %(month)s %(year)d AH")
 
 REMINDER_TITLE = _("Prayer time reminder")

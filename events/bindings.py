@@ -23,22 +23,24 @@ SCHEMA = "public"
 MAX_BINDINGS = 20
 MAX_IN_VALUES = 100
 
-# The school and realtime tables whose changes the realtime pipeline publishes.
+# The tables whose changes the realtime pipeline publishes: exactly those with a change-capture
+# trigger (events/migrations/0004_change_capture.py CAPTURED_TABLES).
 REALTIME_TABLES = (
     "attendance",
     "student_rankings",
     "student_achievements",
-    "achievements",
     "home_tasks",
     "feedback_entries",
     "students",
     "groups",
     "student_group_enrollments",
-    "teacher_group_assignments",
-    "realtime_events",
-    "realtime_presence",
     "push_notifications",
 )
+# Tables the spec lists for realtime that have no capture trigger: a binding would never fire, so
+# the join is refused with the reason. The outbox and presence reach sockets as broadcasts and
+# presence messages; achievements (the catalogue) and teacher assignments change rarely and
+# their effects arrive through the captured tables (student_achievements, groups' topics).
+UNCAPTURED_TABLES = ("achievements", "teacher_group_assignments", "realtime_events", "realtime_presence")
 
 _ids = itertools.count(1)
 
@@ -173,6 +175,8 @@ def parse_binding(raw: Any) -> Binding:
     table = raw.get("table")
     if table in (None, "", "*"):
         table = None
+    elif table in UNCAPTURED_TABLES:
+        raise BindingError(f"table {table!r} is not published for realtime: its changes are not captured")
     elif not isinstance(table, str) or table not in table_columns():
         raise BindingError(f"table {table!r} is not published for realtime")
     text = raw.get("filter")

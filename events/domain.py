@@ -81,16 +81,17 @@ def _celebration_type(data: dict) -> str | None:
     return "milestone"
 
 
-def student_ranking_update_event(data: dict, record: dict) -> dict:
+def student_ranking_update_event(data: dict, record: dict, *, family_notified: bool = False) -> dict:
     kind = _celebration_type(data)
     message = {}
     if kind:
         values = {"level": data["new_level"], "rank": data["new_rank"], "points": data["points_change"]}
         message = {lang: text.format(**values) for lang, text in _CELEBRATION_MESSAGES[kind].items()}
     old_rank = data.get("old_rank")
+    # What the writer said caused the change (ranking_metadata.triggered_by); null when it did not say.
     triggered_by = (record.get("ranking_metadata") or {}).get("triggered_by")
     if triggered_by not in ("task_completion", "attendance", "feedback", "achievement"):
-        triggered_by = "task_completion"
+        triggered_by = None
     return {
         "eventType": "student_ranking_update",
         "timestamp": data["timestamp"],
@@ -108,13 +109,12 @@ def student_ranking_update_event(data: dict, record: dict) -> dict:
             "celebrationType": kind,
             "ageGroup": data["age_group"],
             "culturalCelebration": {
-                "islamicValuesRespected": True,
-                "appropriateForAge": True,
-                "familyNotificationRequired": bool(data["family_notification_required"]),
+                # True exactly when family notices were stored for this change (events/family.py).
+                "familyNotificationRequired": family_notified,
                 "culturalMessage": message,
             },
         },
-        "metadata": {"triggeredBy": triggered_by, "confidenceLevel": 1.0, "requiresHumanValidation": False},
+        "metadata": {"triggeredBy": triggered_by},
     }
 
 
@@ -123,7 +123,7 @@ def _hijri(iso_date: str) -> str:
     return Gregorian(day.year, day.month, day.day).to_hijri().isoformat()
 
 
-def attendance_sync_event(data: dict, old_record: dict) -> dict:
+def attendance_sync_event(data: dict, old_record: dict, *, family_notified: bool = False) -> dict:
     marked_at = _millis(data.get("updated_at")) or data["timestamp"]
     return {
         "eventType": "attendance_sync",
@@ -143,19 +143,17 @@ def attendance_sync_event(data: dict, old_record: dict) -> dict:
             "teacherContext": {
                 "markingMethod": data["marking_method"],
                 "classroomContext": "offline" if data["marked_offline"] else "live",
-                "concurrentMarking": False,
             },
             "culturalContext": {
                 "prayerTimeConsidered": bool(data.get("prayer_time_context")),
                 "islamicDateRecorded": _hijri(data["attendance_date"]),
-                "respectfulCommunication": True,
-                "familyNotificationScheduled": data["status"] in ("absent", "late", "sick", "emergency"),
+                # True exactly when family notices were stored for this change (events/family.py).
+                "familyNotificationScheduled": family_notified,
             },
         },
         "metadata": {
             "syncVersion": data.get("sync_version"),
             "originalTimestamp": _millis(data.get("offline_timestamp")) or marked_at,
-            "deviceId": None,
             "networkQuality": "poor" if data["marked_offline"] else "good",
         },
     }
@@ -187,7 +185,7 @@ def task_priority(due_date: str | None, now_ms: float) -> str:
     return "low"
 
 
-def task_assignment_event(data: dict) -> dict:
+def task_assignment_event(data: dict, *, family_notified: bool = False) -> dict:
     group = data.get("age_group")
     return {
         "eventType": "task_assignment",
@@ -203,23 +201,16 @@ def task_assignment_event(data: dict) -> dict:
             "difficulty": _DIFFICULTY.get(data["difficulty"], 3),
             "estimatedDuration": data["estimated_minutes"],
             "aiGenerated": bool(data["ai_generated"]),
-            "culturallyValidated": True,
-            "islamicValuesScore": 1.0,
             "dueDate": data.get("due_date"),
             "priority": task_priority(data.get("due_date"), data["timestamp"]),
-            "parentNotificationRequired": group in ("10-12", "13-15"),
+            # True exactly when family notices were stored for this task (events/family.py).
+            "parentNotificationRequired": family_notified,
             "culturalAdaptation": {
                 "localizedContent": False,
-                "islamicValuesIntegrated": True,
-                "ageAppropriate": True,
                 "familyEngagementLevel": _FAMILY_ENGAGEMENT.get(group, "medium"),
             },
         },
-        "metadata": {
-            "assignmentSource": "ai_generated" if data["ai_generated"] else "teacher_manual",
-            "qualityScore": 1.0,
-            "culturalValidationPassed": True,
-        },
+        "metadata": {"assignmentSource": "ai_generated" if data["ai_generated"] else "teacher_manual"},
     }
 
 
@@ -233,7 +224,7 @@ _CATEGORIES = ("academic", "behavioral", "attendance", "collaboration", "cultura
 _RARITIES = ("common", "uncommon", "rare", "epic", "legendary")
 
 
-def achievement_earned_event(data: dict, record: dict) -> dict:
+def achievement_earned_event(data: dict, record: dict, *, family_notified: bool = False) -> dict:
     style, duration, sound = _STYLE[data["celebration_style"]]
     rarity = data.get("rarity") if data.get("rarity") in _RARITIES else "common"
     return {
@@ -252,7 +243,6 @@ def achievement_earned_event(data: dict, record: dict) -> dict:
             "bonusPoints": data["bonus_points"],
             "celebration": {
                 "style": style,
-                "ageAppropriate": True,
                 "duration": duration,
                 "sound": sound,
                 "haptic": True,
@@ -263,7 +253,8 @@ def achievement_earned_event(data: dict, record: dict) -> dict:
                 },
             },
             "sharing": {
-                "familyNotification": bool(data["family_notification"]),
+                # True exactly when family notices were stored for this award (events/family.py).
+                "familyNotification": family_notified,
                 "classroomRecognition": _RARITIES.index(rarity) >= 2,
                 "publicCelebration": False,
                 "socialMediaEligible": False,
@@ -296,6 +287,7 @@ def broadcasts(event: Any) -> list[tuple[str, str, dict]]:
     change = meta.get("change", {})
     data, record, old = event.event_payload, change.get("record", {}), change.get("old_record", {})
     table, op = event.source_table, change.get("type")
+    family = bool(meta.get("family_notices"))
     if table == "student_rankings":
         if old.get("current_level") is not None and data["new_level"] > data["old_level"]:
             name = "level_up_achievement"
@@ -303,20 +295,21 @@ def broadcasts(event: Any) -> list[tuple[str, str, dict]]:
             name = "ranking_celebration"
         else:
             name = "ranking_update"
-        return [(t, name, student_ranking_update_event(data, record)) for t in topics]
+        return [(t, name, student_ranking_update_event(data, record, family_notified=family)) for t in topics]
     if table == "student_achievements":
-        return [(t, "achievement_earned", achievement_earned_event(data, record)) for t in topics]
+        payload = achievement_earned_event(data, record, family_notified=family)
+        return [(t, "achievement_earned", payload) for t in topics]
     if table == "attendance":
         if op == "DELETE":
             return [(t, "attendance_removed", data) for t in topics]
-        payload = attendance_sync_event(data, old)
+        payload = attendance_sync_event(data, old, family_notified=family)
         return [(t, "attendance_sync" if t.startswith("attendance:") else "attendance_update", payload) for t in topics]
     if table == "home_tasks":
         if op == "INSERT":
             name = "ai_task_ready" if data["ai_generated"] else "task_assigned"
         else:
             name = "task_removed" if op == "DELETE" else "task_updated"
-        return [(t, name, task_assignment_event(data)) for t in topics]
+        return [(t, name, task_assignment_event(data, family_notified=family)) for t in topics]
     if table == "feedback_entries":
         return [(t, "teacher_feedback", data) for t in topics]
     if table == "students":

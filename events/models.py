@@ -4,6 +4,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import F, Func, Q, Value
+from django.db.models.fields.json import KT
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -88,9 +89,24 @@ class RealtimeEvent(TenantModel):
             models.CheckConstraint(
                 condition=Q(delivery_method__contained_by=DELIVERY_METHODS), name="realtime_events_delivery_method"
             ),
+            # A notice made in Python (family notice, deadline reminder, announcement) names what
+            # it is about in `event_metadata.notice_key`; each person gets it once, however often
+            # the producer runs (events/notices.py inserts with ON CONFLICT DO NOTHING).
+            models.UniqueConstraint(
+                F("target_user"),
+                KT("event_metadata__notice_key"),
+                condition=Q(event_metadata__has_key="notice_key"),
+                name="uniq_realtime_events_notice",
+            ),
         ]
         indexes = [
             models.Index(fields=["organization", "event_type"], name="idx_realtime_events_org_type"),
+            # Events made in Python for one record (an announcement's per-recipient copies).
+            models.Index(
+                fields=["source_record_id"],
+                name="idx_realtime_events_made_for",
+                condition=Q(source_table__isnull=True, source_record_id__isnull=False),
+            ),
             models.Index(
                 fields=["target_user", "delivery_status"],
                 name="idx_realtime_events_target_user",
@@ -179,3 +195,34 @@ class RealtimeSubscription(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.channel_name} on {self.device_id} ({self.connection_status})"
+
+
+ANNOUNCEMENT_KINDS = ["system_announcement", "emergency_alert"]
+ANNOUNCEMENT_AUDIENCES = ["all", "student", "teacher", "parent", "admin"]
+
+
+class Announcement(TenantModel):
+    """A school-wide message from an admin (events/announcements.py): one `realtime_events` row per
+    recipient carries it (`source_record_id` = this id), so each person's live delivery, replay,
+    acknowledgement and push are tracked like any individual event."""
+
+    kind = models.TextField(choices=_choices(ANNOUNCEMENT_KINDS))
+    audience = models.TextField(choices=_choices(ANNOUNCEMENT_AUDIENCES))
+    # MultilingualText: {"en": ..., "uz": ..., "ru": ..., "ar": ...}; "en" always present.
+    title = models.JSONField()
+    message = models.JSONField()
+    recipient_count = models.IntegerField(default=0, db_default=0)
+    expires_at = models.DateTimeField()
+    created_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        db_table = "realtime_announcements"
+        ordering = ["-created_at"]
+        constraints = [
+            _one_of("kind", ANNOUNCEMENT_KINDS, "realtime_announcements_kind"),
+            _one_of("audience", ANNOUNCEMENT_AUDIENCES, "realtime_announcements_audience"),
+        ]
+        indexes = [models.Index(fields=["organization", "-created_at"], name="idx_realtime_announcements_org")]
+
+    def __str__(self) -> str:
+        return str(self.title.get("en", ""))

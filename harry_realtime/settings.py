@@ -420,3 +420,22 @@ SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000 if HTTPS_ON
 # Both on with DJANGO_HTTPS: turn them off when other hosts under the domain still serve plain HTTP.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS_ONLY)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", HTTPS_ONLY)
+
+# Retention (harry_realtime/retention.py): how long finished rows are kept, purged hourly in
+# bounded batches.
+RETENTION_EVENTS_DAYS = env_int("RETENTION_EVENTS_DAYS", 30)
+RETENTION_PUSH_DAYS = env_int("RETENTION_PUSH_DAYS", 30)
+RETENTION_SYNC_CHANGES_DAYS = env_int("RETENTION_SYNC_CHANGES_DAYS", 30)
+RETENTION_PRESENCE_HOURS = env_int("RETENTION_PRESENCE_HOURS", 24)
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 1000)
+RETENTION_MAX_BATCHES = env_int("RETENTION_MAX_BATCHES", 50)
+CELERY_BEAT_SCHEDULE["retention-purge"] = {
+    "task": "harry_realtime.purge_retained_data",
+    "schedule": float(env("RETENTION_INTERVAL_SECONDS", "3600")),
+}
+
+# Deadline reminders (events/reminders.py): home tasks due within 24 h and within 1 h.
+CELERY_BEAT_SCHEDULE["events-deadline-reminders"] = {
+    "task": "events.send_deadline_reminders",
+    "schedule": float(env("REALTIME_DEADLINE_REMINDER_SECONDS", "300")),
+}

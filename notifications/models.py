@@ -26,6 +26,11 @@ DELIVERY_METHODS = ["push", "in_app", "email"]
 DELIVERY_STATUSES = ["pending", "sent", "delivered", "failed", "expired"]
 
 
+def _push_only() -> list[str]:
+    """The spec's column default `{push}`, for ORM writes as well as SQL ones."""
+    return ["push"]
+
+
 def _in_24_hours():
     return timezone.now() + timezone.timedelta(hours=24)
 
@@ -50,7 +55,7 @@ class PushNotification(TenantModel):
     prayer_time_aware = models.BooleanField(default=True, db_default=True)
     priority = models.TextField(choices=_choices(PRIORITIES), default="normal", db_default="normal")
     delivery_method = ArrayField(
-        models.TextField(), default=list, db_default=Value(["push"], ArrayField(models.TextField()))
+        models.TextField(), default=_push_only, db_default=Value(["push"], ArrayField(models.TextField()))
     )
     scheduled_for = models.DateTimeField(default=timezone.now, db_default=Now())
     expires_at = models.DateTimeField(default=_in_24_hours)

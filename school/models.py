@@ -69,6 +69,9 @@ class User(AbstractBaseUser, PermissionsMixin, TimestampedModel):
     full_name = models.CharField(max_length=200, blank=True)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.STUDENT)
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.UZ)
+    # A parent's (or guardian's) wish to hear about their children: attendance, tasks, achievements,
+    # ranking milestones (events/family.py). The spec's ConnectRequest culturalPreferences.familyEngagement.
+    family_engagement = models.BooleanField(default=True, db_default=True)
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
 
@@ -111,6 +114,11 @@ class Teacher(TenantModel):
         return self.full_name
 
 
+def default_realtime_preferences() -> dict:
+    """The spec's column default, for ORM writes as well as SQL ones."""
+    return {"ranking_updates": True, "task_notifications": True, "achievement_alerts": True}
+
+
 class Student(SyncVersionedModel):
     class Status(models.TextChoices):
         ACTIVE = "active"
@@ -129,9 +137,7 @@ class Student(SyncVersionedModel):
     # The spec's real-time columns.
     last_realtime_sync = models.DateTimeField(default=timezone.now, db_default=Now())
     realtime_preferences = models.JSONField(
-        default=dict,
-        db_default={"ranking_updates": True, "task_notifications": True, "achievement_alerts": True},
-        blank=True,
+        default=default_realtime_preferences, db_default=default_realtime_preferences(), blank=True
     )
     offline_data_hash = models.TextField(null=True, blank=True)
 

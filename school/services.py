@@ -1,4 +1,4 @@
-"""Writes for the school tables that are not the apps' own features: demo data."""
+"""Writes for the school tables that are not the apps' own features: a user's preferences, demo data."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ from .models import (
 from .staff import school_admin_group_sync
 
 DEMO_PASSWORD = "harry-demo"
+
+
+@transaction.atomic
+def user_family_engagement_set(*, user: User, enabled: bool) -> None:
+    """Whether this relative hears about their children (events/family.py); the apps send it as
+    `culturalPreferences.familyEngagement` when they connect. Caller's tenant context."""
+    if user.family_engagement != enabled:
+        user.family_engagement = enabled
+        user.save(update_fields=["family_engagement", "updated_at"])
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-import zlib
 from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import Avg, Count, Max, Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
+from culture.messages import translated
 from harry_realtime.tenancy import Tenant, dangerously_platform_context
 from school.models import Role, StudentGroupEnrollment, User
 from school.selectors import (
@@ -26,6 +26,10 @@ from .policy import AUTHORITY_ROLES, PRAYERS
 from .tables import TABLES, clean_changes, record_of
 
 STATUS_SAMPLE = 200
+TEACHER_AUTHORITY_ADVICE = _(
+    "Your record as the teacher is suggested for attendance and feedback; settle the rest with the people involved."
+)
+SERVER_WINS_ADVICE = _("The school's record is kept; ask your teacher if something should change.")
 
 
 def sync_status(*, device_id: str) -> dict:
@@ -40,10 +44,9 @@ def sync_status(*, device_id: str) -> dict:
     )
     waiting = list(
         rows.filter(sync_status__in=["pending", "processing", "conflict"]).values(
-            "new_data", "prayer_time_context", "cultural_context"
+            "prayer_time_context", "cultural_context"
         )[:STATUS_SAMPLE]
     )
-    raw = json.dumps([w["new_data"] for w in waiting]).encode()
     return {
         "deviceId": device_id,
         "pendingOperations": counts["pending"],
@@ -55,11 +58,9 @@ def sync_status(*, device_id: str) -> dict:
             "prayerTimeConflict": any((w["prayer_time_context"] or "").lower() in PRAYERS for w in waiting),
             "ramadanScheduleAdjustment": any((w["cultural_context"] or {}).get("ramadan_schedule") for w in waiting),
         },
-        "networkOptimization": {
-            "batchingEnabled": True,
-            "compressionRatio": round(len(zlib.compress(raw)) / len(raw), 3) if waiting else 1.0,
-            "estimatedBandwidth": round(counts["pending"] * (counts["avg_bytes"] or 0)),
-        },
+        # batchingEnabled and compressionRatio are not reported: nothing here batches or
+        # compresses a device's queue (docs/offline-sync.md).
+        "networkOptimization": {"estimatedBandwidth": round(counts["pending"] * (counts["avg_bytes"] or 0))},
     }
 
 
@@ -93,13 +94,17 @@ def pending_conflicts(*, user: User) -> dict:
     """The spec's PendingConflictsResponse for one user."""
     rows = list(OfflineSyncOperation.objects.filter(user_id=user.pk, sync_status="conflict").order_by("-priority"))
     items = [_conflict_item(row, user.role) for row in rows]
+    authority = user.role in AUTHORITY_ROLES
     return {
         "conflicts": items,
         "totalCount": len(items),
+        # Follows the suggestions above, in the user's language: a teacher's or admin's own record
+        # is suggested (teacher authority), anyone else's conflicts are settled by the server's.
         "culturalGuidance": {
-            "islamicValuesSuggestion": "Prefer the teacher's record for attendance and feedback; settle the rest "
-            "with the people involved.",
-            "teacherAuthorityRespect": True,
+            "islamicValuesSuggestion": translated(
+                TEACHER_AUTHORITY_ADVICE if authority else SERVER_WINS_ADVICE, user.language
+            ),
+            "teacherAuthorityRespect": authority,
             "familyEngagementRequired": any(row.table_name in ("students", "feedback_entries") for row in rows),
         },
     }

@@ -6,6 +6,8 @@ from rest_framework.response import Response
 
 from culture.selectors import client_cultural_context, cultural_context_for
 from harry_realtime.api import TenantAPIView, created
+from harry_realtime.errors import Invalid
+from school.services import user_family_engagement_set
 
 from .. import attendance, selectors, services
 from . import serializers as s
@@ -27,6 +29,8 @@ class ConnectView(TenantAPIView):
         data = _valid(s.ConnectSerializer, request.data)
         user = request.user
         preferences = {"language": user.language, **data["culturalPreferences"]}
+        if "familyEngagement" in data["culturalPreferences"]:
+            user_family_engagement_set(user=user, enabled=data["culturalPreferences"]["familyEngagement"])
         connection = services.connection_register(
             user=user,
             device_id=data["deviceId"],
@@ -45,11 +49,9 @@ class ConnectView(TenantAPIView):
             "subscriptionChannels": connection.channels,
             "heartbeatInterval": settings.REALTIME_HEARTBEAT_INTERVAL_MS,
             "culturalContext": client_cultural_context(cultural_context_for(user.organization, timezone.now())),
-            "offlineCapabilities": {
-                "maxQueueSize": settings.OFFLINE_MAX_QUEUE_SIZE,
-                "encryptionEnabled": True,
-                "compressionEnabled": True,
-            },
+            # Only what the server enforces: the spec's encryptionEnabled/compressionEnabled
+            # described the device's own store, which the server cannot know (docs/presence.md).
+            "offlineCapabilities": {"maxQueueSize": settings.OFFLINE_MAX_QUEUE_SIZE},
         }
         if connection.omitted_channels:
             body["omittedChannels"] = connection.omitted_channels
@@ -78,9 +80,31 @@ def _subscription_json(row) -> dict:
     }
 
 
+def _refuse_unapplied(options: list[str]) -> None:
+    """Options the server would not apply are refused, never stored and silently ignored."""
+    if options:
+        raise Invalid(
+            "unsupported_option",
+            "These subscription options are not applied by this server; leave them out "
+            "(events are stored and replayed on reconnect: docs/presence.md).",
+            details={"options": options},
+        )
+
+
+def _unapplied_subscribe_options(raw: dict) -> list[str]:
+    """Every `filters` key, and every `offlineSettings` key except `bufferEvents: true` (every
+    event is stored, and a client that reconnects gets what it missed through replay or poll)."""
+    filters = raw.get("filters") or {}
+    offline = raw.get("offlineSettings") or {}
+    options = [f"filters.{key}" for key in filters]
+    options += [f"offlineSettings.{key}" for key, value in offline.items() if (key, value) != ("bufferEvents", True)]
+    return options
+
+
 class SubscribeView(TenantAPIView):
     def post(self, request):
         data = _valid(s.SubscribeSerializer, request.data)
+        _refuse_unapplied(_unapplied_subscribe_options(request.data))
         targets = {k: [str(i) for i in v] for k, v in data["targetEntities"].items()}
         rows = services.subscription_create(
             user=request.user,
@@ -102,6 +126,8 @@ class SubscribeView(TenantAPIView):
 class UnsubscribeView(TenantAPIView):
     def delete(self, request, subscription_id):
         data = _valid(s.UnsubscribeSerializer, request.data)
+        # Nothing is buffered per subscription (events stay stored for replay), so nothing can be flushed.
+        _refuse_unapplied(["flushBuffer"] if data["flushBuffer"] else [])
         connection_id = data.get("connectionId")
         services.subscription_delete(
             user=request.user,

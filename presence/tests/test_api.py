@@ -212,8 +212,7 @@ def subscribe(client, connection_id, kind, **targets):
             "connectionId": connection_id,
             "subscriptionType": kind,
             "targetEntities": targets,
-            "filters": {"eventTypes": ["attendance_sync"], "priority": ["high"]},
-            "offlineSettings": {"bufferEvents": True, "maxBufferSize": 100, "priorityThreshold": 3},
+            "offlineSettings": {"bufferEvents": True},
         },
         format="json",
     )
@@ -229,9 +228,51 @@ def test_subscribe_adds_an_authorized_channel_to_the_connection(schools, client_
     assert sub["channel"] == f"tasks:org_{a.org.pk}:student_{a.student.pk}"
     (row,) = rows(pk=sub["subscriptionId"])
     assert (row.session_id, row.device_id, row.platform) == (body["connectionId"], "phone-1", "android")
-    assert row.subscription_filters["offlineSettings"]["maxBufferSize"] == 100
+    assert row.subscription_filters["offlineSettings"]["bufferEvents"] is True
     again = subscribe(client, body["connectionId"], "tasks", studentIds=[str(a.student.pk)])
     assert again.json()["subscriptions"][0]["subscriptionId"] == sub["subscriptionId"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({"filters": {"eventTypes": ["attendance_sync"]}}, ["filters.eventTypes"]),
+        ({"filters": {"priority": ["high"], "cultural": {}}}, ["filters.priority", "filters.cultural"]),
+        ({"offlineSettings": {"bufferEvents": False}}, ["offlineSettings.bufferEvents"]),
+        (
+            {"offlineSettings": {"bufferEvents": True, "maxBufferSize": 100, "priorityThreshold": 3}},
+            ["offlineSettings.maxBufferSize", "offlineSettings.priorityThreshold"],
+        ),
+    ],
+)
+def test_subscribe_refuses_options_it_would_not_apply(schools, client_for, extra, refused):
+    a = schools.a
+    client = client_for(a.teacher_user)
+    body = connect(client, types=["notifications"])
+    before = len(rows(session_id=body["connectionId"]))
+    request = {
+        "connectionId": body["connectionId"],
+        "subscriptionType": "tasks",
+        "targetEntities": {"studentIds": [str(a.student.pk)]},
+        **extra,
+    }
+    response = client.post(SUBSCRIBE, request, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["details"]["options"]) == ("unsupported_option", refused)
+    assert len(rows(session_id=body["connectionId"])) == before
+
+
+def test_unsubscribe_refuses_flush_buffer_and_keeps_the_subscription(schools, client_for):
+    a = schools.a
+    client = client_for(a.teacher_user)
+    body = connect(client)
+    mine = rows(session_id=body["connectionId"])[0]
+    response = client.delete(
+        f"{SUBSCRIBE}/{mine.pk}", {"connectionId": body["connectionId"], "flushBuffer": True}, format="json"
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "unsupported_option")
+    assert rows(pk=mine.pk)
 
 
 def test_dashboard_subscription_for_a_student_gives_rankings_and_tasks(schools, client_for):
@@ -296,9 +337,7 @@ def test_unsubscribe_removes_only_the_callers_subscription(schools, client_for):
     assert rows(pk=theirs.pk)
     wrong_connection = client.delete(f"{SUBSCRIBE}/{mine.pk}", {"connectionId": str(uuid.uuid4())}, format="json")
     assert wrong_connection.status_code == 404
-    response = client.delete(
-        f"{SUBSCRIBE}/{mine.pk}", {"connectionId": body["connectionId"], "flushBuffer": True}, format="json"
-    )
+    response = client.delete(f"{SUBSCRIBE}/{mine.pk}", {"connectionId": body["connectionId"]}, format="json")
     assert response.status_code == 200
     assert rows(pk=mine.pk) == []
     assert client.delete(f"{SUBSCRIBE}/not-a-uuid").status_code == 404
