@@ -213,11 +213,14 @@ def _record_on_sources(drafts: list[_Draft], stored: list[RealtimeEvent]) -> Non
     notified: dict[str, set[str]] = defaultdict(set)
     for row in stored:
         notified[row.event_metadata["notice_key"]].add(str(row.target_user_id))
-    changed = []
+    updates: list[tuple[RealtimeEvent, dict]] = []
     for draft in drafts:
         users = notified.pop(draft.key, None)  # one source event per key; later repeats told no one
         if users:
-            draft.source.event_metadata = {**draft.source.event_metadata, "family_notices": sorted(users)}
-            changed.append(draft.source)
-    if changed:
-        RealtimeEvent.objects.bulk_update(changed, ["event_metadata"])
+            updates.append((draft.source, {**draft.source.event_metadata, "family_notices": sorted(users)}))
+    if updates:
+        rows = [RealtimeEvent(pk=event.pk, event_metadata=metadata) for event, metadata in updates]
+        RealtimeEvent.objects.bulk_update(rows, ["event_metadata"])
+        # In memory only once stored, so the payloads built from it never claim more than is stored.
+        for event, metadata in updates:
+            event.event_metadata = metadata

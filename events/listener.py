@@ -26,10 +26,11 @@ import psycopg
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from events import selectors
+from events.family import family_notices_create
 from events.messages import messages_for
 from events.prayer_hold import events_hold_for_prayer
 from events.status import events_mark_failed, events_mark_processed
@@ -75,6 +76,8 @@ def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
         exhausted = len(events) < limit
         held = events_hold_for_prayer(events, at=timezone.now())
         events = [event for event in events if event.seq not in held]
+        # Before the messages are built: the payloads report the family notices stored here.
+        _family_notices(events)
         for event in events:
             try:
                 produced = messages_for(event)
@@ -92,6 +95,20 @@ def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
         if failed:
             events_mark_failed(failed)
     return [e.seq for e in events if e.seq not in failed], messages, exhausted
+
+
+def _family_notices(events: list) -> None:
+    """A failure here must not stop the pipeline: the batch goes out without notices (and its
+    payloads then say none were sent)."""
+    try:
+        with transaction.atomic():
+            family_notices_create(events)
+    except Exception:
+        log.exception(
+            "family notices for seq %s..%s failed",
+            events[0].seq if events else None,
+            events[-1].seq if events else None,
+        )
 
 
 def _mark_processed(seqs: list[int]) -> None:

@@ -122,7 +122,7 @@ def notice_keys_sent(*, recipient_ids: Iterable[Any], keys: Iterable[str]) -> se
     # The same expressions as the unique index, so this is an index look-up.
     rows = (
         RealtimeEvent.objects.filter(event_metadata__has_key="notice_key", target_user_id__in=recipient_ids)
-        .alias(notice_key=KT("event_metadata__notice_key"))
+        .annotate(notice_key=KT("event_metadata__notice_key"))
         .filter(notice_key__in=keys)
         .values_list("target_user_id", "notice_key")
     )
