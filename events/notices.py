@@ -110,8 +110,8 @@ def notices_store(notices: Iterable[Notice]) -> list[RealtimeEvent]:
     if not rows:
         return []
     RealtimeEvent.objects.bulk_create(rows, ignore_conflicts=True)
-    stored = set(RealtimeEvent.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", flat=True))
-    return [r for r in rows if r.pk in stored]
+    # Read back: the rows skipped as already stored are absent, and each new one has its seq.
+    return list(RealtimeEvent.objects.filter(pk__in=[r.pk for r in rows]).order_by("seq"))
 
 
 def notice_keys_sent(*, recipient_ids: Iterable[Any], keys: Iterable[str]) -> set[tuple[str, str]]:

@@ -34,7 +34,9 @@ MESSAGES = {
 def _not_reminded(threshold: str) -> Exists:
     """Whether the student already has this task's reminder for the threshold (an index look-up
     on the notice key)."""
-    key = Concat(Value("deadline:"), Cast(OuterRef("pk"), TextField()), Value(f":{threshold}"))
+    key = Concat(
+        Value("deadline:"), Cast(OuterRef("pk"), TextField()), Value(f":{threshold}"), output_field=TextField()
+    )
     sent = (
         RealtimeEvent.objects.filter(event_metadata__has_key="notice_key", target_user_id=OuterRef("student__user_id"))
         .alias(notice_key=KT("event_metadata__notice_key"))
