@@ -7,6 +7,7 @@ from django.db.models import F, Func, Q, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Now
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from harry_realtime.models import TenantModel
 
@@ -218,6 +219,8 @@ class Announcement(TenantModel):
     class Meta:
         db_table = "realtime_announcements"
         ordering = ["-created_at"]
+        verbose_name = _("announcement")
+        verbose_name_plural = _("announcements")
         constraints = [
             _one_of("kind", ANNOUNCEMENT_KINDS, "realtime_announcements_kind"),
             _one_of("audience", ANNOUNCEMENT_AUDIENCES, "realtime_announcements_audience"),

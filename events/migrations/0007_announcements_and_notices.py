@@ -79,6 +79,8 @@ class Migration(migrations.Migration):
             options={
                 "db_table": "realtime_announcements",
                 "ordering": ["-created_at"],
+                "verbose_name": "announcement",
+                "verbose_name_plural": "announcements",
             },
         ),
         migrations.AddIndex(
