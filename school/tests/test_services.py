@@ -48,3 +48,21 @@ def test_demo_relations_hold(client_for, api):
 def _user(username):
     with dangerously_platform_context():
         return models.User.objects.get(username=username)
+
+
+def test_ranking_change_columns_are_maintained_by_the_database(schools, as_user):
+    from school.models import StudentRanking
+
+    a = schools.a
+    with as_user(a.teacher_user):
+        StudentRanking.objects.filter(pk=a.ranking.pk).update(current_rank=3)
+        up = StudentRanking.objects.get(pk=a.ranking.pk)
+        StudentRanking.objects.filter(pk=a.ranking.pk).update(total_points=150)
+        points = StudentRanking.objects.get(pk=a.ranking.pk)
+        StudentRanking.objects.filter(pk=a.ranking.pk).update(current_rank=4, ranking_metadata={"x": 1})
+        down = StudentRanking.objects.get(pk=a.ranking.pk)
+    assert (up.position_change_delta, up.celebration_triggered) == (2, True) and up.last_position_change
+    assert (points.position_change_delta, points.celebration_triggered) == (2, False)  # +30 points, same rank
+    assert points.last_position_change == up.last_position_change
+    assert (down.position_change_delta, down.celebration_triggered) == (-1, False)
+    assert down.last_position_change >= up.last_position_change
