@@ -16,7 +16,9 @@ def test_push_statistics_line_in_russian_and_arabic(client, schools, make_push):
         PushNotification.objects.filter(pk=pushes[0].pk).update(delivery_status="sent")
         PushNotification.objects.filter(pk=pushes[1].pk).update(delivery_status="failed")
         User.objects.filter(pk=a.admin_user.pk).update(is_staff=True, is_superuser=True)
-    assert client.post("/admin/login/", {"username": a.admin_user.username, "password": "harry-demo"}).status_code == 302
+    assert (
+        client.post("/admin/login/", {"username": a.admin_user.username, "password": "harry-demo"}).status_code == 302
+    )
 
     russian = client.get("/admin/notifications/pushnotification/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
     assert "Пушей: 2" in russian and "доставлено 50,0%" in russian and "открыто: 0" in russian

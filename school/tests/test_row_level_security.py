@@ -112,7 +112,13 @@ def _populate_feature_rows(school, push):
     PrayerReminder.objects.create(
         organization=org, user=user, prayer="asr", prayer_date=timezone.localdate(), prayer_at=timezone.now()
     )
+    from events.models import Announcement
     from harry_realtime.models import RefreshToken
+
+    Announcement.objects.create(
+        organization=org, kind="system_announcement", audience="all", title={"en": "t"}, message={"en": "m"},
+        expires_at=timezone.now() + timedelta(days=1), created_by=school.admin_user,
+    )  # fmt: skip
 
     # A user sees only their own refresh tokens: one for the admin, whose view the tests take.
     for owner in (user, school.admin_user):

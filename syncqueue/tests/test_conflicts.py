@@ -115,7 +115,8 @@ def test_other_tables_use_the_requested_strategy(schools, client_for, upload):
     bump(Student, a.student.pk, full_name="Renamed")
     server_wins = upload(student, [student_prefs_op(a, "server_wins")])["results"][0]
     assert server_wins["conflict"]["winner"] == "server"
-    assert platform(lambda: Student.objects.get(pk=a.student.pk).realtime_preferences) == {}
+    defaults = {"ranking_updates": True, "task_notifications": True, "achievement_alerts": True}
+    assert platform(lambda: Student.objects.get(pk=a.student.pk).realtime_preferences) == defaults
     # A student is not an authority: teacher_authority keeps the server's record.
     authority = upload(student, [student_prefs_op(a, "teacher_authority")])["results"][0]
     assert authority["conflict"]["winner"] == "server"
