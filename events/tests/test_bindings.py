@@ -75,3 +75,24 @@ def test_event_and_table_must_match():
     assert not binding.matches(table="home_tasks", change_type="INSERT", record={})
     every_table = parse_binding({"event": "*", "schema": "public"})
     assert every_table.matches(table="home_tasks", change_type="DELETE", record=None)
+
+
+@pytest.mark.parametrize("table", ["achievements", "teacher_group_assignments", "realtime_events", "realtime_presence"])
+def test_tables_without_change_capture_are_refused_with_the_reason(table):
+    with pytest.raises(BindingError, match=f"'{table}' is not published for realtime: its changes are not captured"):
+        parse_binding({"event": "*", "schema": "public", "table": table})
+
+
+@pytest.mark.django_db
+def test_every_bindable_table_has_a_capture_trigger():
+    from django.db import connection
+
+    from events.bindings import REALTIME_TABLES
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT event_object_table FROM information_schema.triggers"
+            " WHERE action_statement LIKE '%%realtime_capture()%%'"
+        )
+        captured = {row[0] for row in cursor.fetchall()}
+    assert set(REALTIME_TABLES) == captured
