@@ -1,10 +1,14 @@
-"""The outbox (read-only: the pipeline writes it) for school staff, scoped by row-level security.
-Connections are listed with presence (presence/admin.py)."""
+"""The outbox (read-only: the pipeline writes it) for school staff, scoped by row-level security,
+and the Announcements page (events/admin_announcements.py). Connections are listed with presence
+(presence/admin.py)."""
 
 from django.contrib import admin
 
-from events.models import RealtimeEvent
+from events.admin_announcements import AnnouncementAdmin
+from events.models import Announcement, RealtimeEvent
 from harry_realtime.admin import ReadOnlyAdmin
+
+admin.site.register(Announcement, AnnouncementAdmin)
 
 
 @admin.register(RealtimeEvent)

@@ -1,6 +1,6 @@
 """The admin's *Announcements* page: send a system announcement (to one role or the whole school)
 or an emergency alert, the same as `POST /api/realtime/announcements`, and see each one's
-delivery summary. Registered from `EventsConfig.ready()`."""
+delivery summary. Registered in events/admin.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 
 from events.announcements import announcement_create, announcement_delivery
 from events.models import LANGUAGES, Announcement
+from harry_realtime.admin import TenantAdmin
 
 RTL = {"dir": "auto"}  # Arabic (and any right-to-left text) renders right to left
 
@@ -55,7 +56,7 @@ class AnnouncementForm(forms.ModelForm):
         }
 
 
-class AnnouncementAdmin(admin.ModelAdmin):
+class AnnouncementAdmin(TenantAdmin):
     form = AnnouncementForm
     list_display = ("__str__", "kind", "audience", "created_at", "created_by", "recipients", "live", "push", "not_yet")
     list_filter = ("kind", "audience")
@@ -79,6 +80,9 @@ class AnnouncementAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # sent is sent; the page shows it and its delivery
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its copies stay in the outbox; deleting would orphan the summary
 
     def save_model(self, request, obj, form, change):
         sent = announcement_create(
@@ -125,7 +129,3 @@ class AnnouncementAdmin(admin.ModelAdmin):
             )
             % summary
         )
-
-
-def register(site: admin.AdminSite) -> None:
-    site.register(Announcement, AnnouncementAdmin)

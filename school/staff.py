@@ -32,6 +32,8 @@ SCHOOL_ADMIN_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "school.userrelationship": EDIT,
     "events.realtimeevent": VIEW,
     "events.realtimesubscription": VIEW,
+    # Sent is sent: an announcement is created (the admin's Announcements page) and viewed, never edited.
+    "events.announcement": ("view", "add"),
     "presence.realtimepresence": VIEW,
     "syncqueue.offlinesyncoperation": ("view", "change"),
     "syncqueue.syncchange": VIEW,
@@ -52,10 +54,12 @@ def school_admin_codenames() -> list[tuple[str, str]]:
     return pairs
 
 
-def school_admin_group_sync(*, group_model, permission_model, using: str = "default"):
+def school_admin_group_sync(*, group_model, permission_model, using: str = "default", only_existing: bool = False):
     """Create the group or set its permissions to exactly SCHOOL_ADMIN_PERMISSIONS.
 
-    Takes the models as arguments so that a migration can pass its historical ones.
+    Takes the models as arguments so that a migration can pass its historical ones; a migration
+    passes `only_existing=True`, since models that a later migration creates have no permissions
+    yet (that migration syncs the group again).
     """
     group, _ = group_model.objects.using(using).get_or_create(name=SCHOOL_ADMIN_GROUP)
     wanted = set(school_admin_codenames())
@@ -64,6 +68,10 @@ def school_admin_group_sync(*, group_model, permission_model, using: str = "defa
         p for p in candidates.select_related("content_type") if (p.content_type.app_label, p.codename) in wanted
     ]
     missing = wanted - {(p.content_type.app_label, p.codename) for p in permissions}
+    if only_existing:
+        content_types = permission_model._meta.get_field("content_type").related_model.objects.using(using)
+        existing = {f"{app}.{model}" for app, model in content_types.values_list("app_label", "model")}
+        missing = {(app, codename) for app, codename in missing if f"{app}.{codename.split('_', 1)[1]}" in existing}
     if missing:
         raise LookupError(f"permissions missing for the school-admin group: {sorted(missing)}")
     group.permissions.set(permissions)

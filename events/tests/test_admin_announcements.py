@@ -12,12 +12,6 @@ pytestmark = pytest.mark.django_db
 ADD = "/admin/events/announcement/add/"
 
 
-def staff_login(client, user):
-    with dangerously_platform_context():
-        User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
-    assert client.post("/admin/login/", {"username": user.username, "password": "harry-demo"}).status_code == 302
-
-
 def form(**overrides) -> dict:
     return {
         "kind": "emergency_alert",
@@ -29,9 +23,9 @@ def form(**overrides) -> dict:
     } | overrides
 
 
-def test_admin_sends_an_emergency_alert_and_sees_its_delivery(client, schools):
+def test_admin_sends_an_emergency_alert_and_sees_its_delivery(client, staff_login, schools):
     a = schools.a
-    staff_login(client, a.admin_user)
+    staff_login(a.admin_user)
     page = client.get(ADD)
     assert page.status_code == 200 and b'dir="auto"' in page.content
     response = client.post(ADD, form())
@@ -50,17 +44,17 @@ def test_admin_sends_an_emergency_alert_and_sees_its_delivery(client, schools):
     assert f"{len(recipients)} recipients: 0 reached live, 0 by push, 0 expired, {len(recipients)} not yet" in detail
 
 
-def test_the_form_refuses_an_emergency_alert_to_one_role(client, schools):
-    staff_login(client, schools.a.admin_user)
+def test_the_form_refuses_an_emergency_alert_to_one_role(client, staff_login, schools):
+    staff_login(schools.a.admin_user)
     response = client.post(ADD, form(audience="teacher"))
     assert response.status_code == 200 and "An emergency alert goes to the whole school." in response.content.decode()
     with dangerously_platform_context():
         assert not Announcement.objects.exists()
 
 
-def test_a_system_announcement_to_one_role_and_other_schools_do_not_see_it(client, schools):
+def test_a_system_announcement_to_one_role_and_other_schools_do_not_see_it(client, staff_login, schools):
     a, b = schools.a, schools.b
-    staff_login(client, a.admin_user)
+    staff_login(a.admin_user)
     assert client.post(ADD, form(kind="system_announcement", audience="parent")).status_code == 302
     with dangerously_platform_context():
         (announcement,) = Announcement.objects.all()
@@ -69,6 +63,6 @@ def test_a_system_announcement_to_one_role_and_other_schools_do_not_see_it(clien
         )
     assert targets == {a.parent_user.pk}
     client.logout()
-    staff_login(client, b.admin_user)
+    staff_login(b.admin_user)
     assert "Evacuate" not in client.get("/admin/events/announcement/").content.decode()
     assert client.get(f"/admin/events/announcement/{announcement.pk}/change/").status_code in (302, 404)

@@ -4,21 +4,17 @@ import pytest
 
 from harry_realtime.tenancy import dangerously_platform_context
 from notifications.models import PushNotification
-from school.models import User
 
 pytestmark = pytest.mark.django_db
 
 
-def test_push_statistics_line_in_russian_and_arabic(client, schools, make_push):
+def test_push_statistics_line_in_russian_and_arabic(client, staff_login, schools, make_push):
     a = schools.a
     pushes = [make_push(a.student_user, title_en=f"P{i}") for i in range(2)]
     with dangerously_platform_context():
         PushNotification.objects.filter(pk=pushes[0].pk).update(delivery_status="sent")
         PushNotification.objects.filter(pk=pushes[1].pk).update(delivery_status="failed")
-        User.objects.filter(pk=a.admin_user.pk).update(is_staff=True, is_superuser=True)
-    assert (
-        client.post("/admin/login/", {"username": a.admin_user.username, "password": "harry-demo"}).status_code == 302
-    )
+    staff_login(a.admin_user)
 
     russian = client.get("/admin/notifications/pushnotification/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
     assert "Пушей: 2" in russian and "доставлено 50,0%" in russian and "открыто: 0" in russian

@@ -21,7 +21,10 @@ def create_group(apps, schema_editor):
         create_permissions(app_config, apps=apps, verbosity=0, using=using)
         app_config.models_module = None
     school_admin_group_sync(
-        group_model=apps.get_model("auth", "Group"), permission_model=apps.get_model("auth", "Permission"), using=using
+        group_model=apps.get_model("auth", "Group"),
+        permission_model=apps.get_model("auth", "Permission"),
+        using=using,
+        only_existing=True,
     )
 
 

@@ -7,7 +7,7 @@ import school.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("school", "0002_row_level_security"),
+        ("school", "0003_school_admin_group"),
     ]
 
     operations = [

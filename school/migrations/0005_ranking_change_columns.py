@@ -30,5 +30,5 @@ DROP FUNCTION IF EXISTS student_rankings_track_change();
 
 
 class Migration(migrations.Migration):
-    dependencies = [("school", "0003_family_engagement_preferences_default")]
+    dependencies = [("school", "0004_family_engagement_preferences_default")]
     operations = [migrations.RunSQL(FORWARD, BACKWARD)]
