@@ -50,7 +50,9 @@ class PrayerCalculationSettings(TimestampedModel):
         validators=[MinValueValidator(Decimal("10")), MaxValueValidator(Decimal("21"))],
         help_text=_("Sun depression below the horizon at isha, in degrees."),
     )
-    asr_method = models.CharField(max_length=10, choices=AsrMethod.choices, default=AsrMethod.HANAFI)
+    asr_method = models.CharField(
+        max_length=10, choices=AsrMethod.choices, default=AsrMethod.HANAFI, verbose_name=_("asr method")
+    )
     fajr_adjustment = models.SmallIntegerField(default=0, validators=_ADJUSTMENT)
     sunrise_adjustment = models.SmallIntegerField(default=0, validators=_ADJUSTMENT)
     dhuhr_adjustment = models.SmallIntegerField(
@@ -93,13 +95,19 @@ class HijriMonthOverride(TimestampedModel):
     by Umm al-Qura).
     """
 
-    country = models.CharField(max_length=2, help_text=_("ISO 3166-1 alpha-2, e.g. UZ"))
-    hijri_year = models.PositiveSmallIntegerField(validators=[MinValueValidator(1343), MaxValueValidator(1500)])
-    hijri_month = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(12)])
+    country = models.CharField(max_length=2, help_text=_("ISO 3166-1 alpha-2, e.g. UZ"), verbose_name=_("country"))
+    hijri_year = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1343), MaxValueValidator(1500)], verbose_name=_("hijri year")
+    )
+    hijri_month = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(12)], verbose_name=_("hijri month")
+    )
     gregorian_start = models.DateField(help_text=_("The announced first day of the month."))
     source = models.CharField(max_length=200, blank=True, help_text=_("Who announced it."))
 
     class Meta:
+        verbose_name = _("Hijri month override")
+        verbose_name_plural = _("Hijri month overrides")
         db_table = "culture_hijri_month_overrides"
         ordering = ["country", "gregorian_start"]
         constraints = [
@@ -132,14 +140,16 @@ class PrayerReminder(TenantModel):
     """One reminder per user, prayer and local date: the row that makes the beat job idempotent."""
 
     user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
-    prayer = models.CharField(max_length=10, choices=[(p, p) for p in PRAYERS])
-    prayer_date = models.DateField()
+    prayer = models.CharField(max_length=10, choices=[(p, p) for p in PRAYERS], verbose_name=_("prayer"))
+    prayer_date = models.DateField(verbose_name=_("prayer date"))
     prayer_at = models.DateTimeField()
     event = models.ForeignKey(
         "events.RealtimeEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
     class Meta:
+        verbose_name = _("prayer reminder")
+        verbose_name_plural = _("prayer reminders")
         db_table = "culture_prayer_reminders"
         ordering = ["-prayer_at"]
         constraints = [

@@ -47,20 +47,27 @@ class RealtimeEvent(TenantModel):
         editable=False,
         db_default=Func(Value(EVENT_SEQUENCE), function="nextval", output_field=models.BigIntegerField()),
     )
-    event_type = models.TextField(choices=_choices(EVENT_TYPES))
-    event_category = models.TextField(choices=_choices(EVENT_CATEGORIES))
-    priority = models.TextField(choices=_choices(PRIORITIES), default="medium", db_default="medium")
+    event_type = models.TextField(choices=_choices(EVENT_TYPES), verbose_name=_("event type"))
+    event_category = models.TextField(choices=_choices(EVENT_CATEGORIES), verbose_name=_("event category"))
+    priority = models.TextField(
+        choices=_choices(PRIORITIES), default="medium", db_default="medium", verbose_name=_("priority")
+    )
     event_payload = models.JSONField()
     event_metadata = models.JSONField(default=dict, db_default={}, blank=True)
-    source_table = models.TextField(null=True, blank=True)
+    source_table = models.TextField(null=True, blank=True, verbose_name=_("source table"))
     source_record_id = models.UUIDField(null=True, blank=True)
     target_user = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     target_user_type = models.TextField(choices=_choices(USER_TYPES), null=True, blank=True)
     target_group = models.ForeignKey("school.Group", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     broadcast_scope = models.TextField(
-        choices=_choices(BROADCAST_SCOPES), default="individual", db_default="individual"
+        choices=_choices(BROADCAST_SCOPES),
+        default="individual",
+        db_default="individual",
+        verbose_name=_("broadcast scope"),
     )
-    delivery_status = models.TextField(choices=_choices(DELIVERY_STATUSES), default="pending", db_default="pending")
+    delivery_status = models.TextField(
+        choices=_choices(DELIVERY_STATUSES), default="pending", db_default="pending", verbose_name=_("delivery status")
+    )
     delivery_attempts = models.IntegerField(default=0, db_default=0)
     delivery_method = ArrayField(
         models.TextField(), default=list, db_default=Value(["websocket"], ArrayField(models.TextField()))
@@ -77,6 +84,8 @@ class RealtimeEvent(TenantModel):
     deleted_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
     class Meta:
+        verbose_name = _("realtime event")
+        verbose_name_plural = _("realtime events")
         db_table = "realtime_events"
         ordering = ["seq"]
         constraints = [
@@ -142,30 +151,44 @@ def _in_24_hours():
 
 class RealtimeSubscription(TenantModel):
     user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
-    user_type = models.TextField(choices=_choices(USER_TYPES))
+    user_type = models.TextField(choices=_choices(USER_TYPES), verbose_name=_("user type"))
     device_id = models.TextField()
     session_id = models.TextField()
-    subscription_type = models.TextField(choices=_choices(SUBSCRIPTION_TYPES))
+    subscription_type = models.TextField(choices=_choices(SUBSCRIPTION_TYPES), verbose_name=_("subscription type"))
     subscription_filters = models.JSONField(default=dict, db_default={}, blank=True)
     target_entities = ArrayField(models.TextField(), default=list, blank=True)
     channel_name = models.TextField()
     websocket_id = models.TextField(null=True, blank=True)
     connection_status = models.TextField(
-        choices=_choices(CONNECTION_STATUSES), default="connected", db_default="connected"
+        choices=_choices(CONNECTION_STATUSES),
+        default="connected",
+        db_default="connected",
+        verbose_name=_("connection status"),
     )
     last_ping = models.DateTimeField(default=timezone.now, db_default=Now())
     last_event_received = models.DateTimeField(null=True, blank=True)
     app_version = models.TextField(null=True, blank=True)
-    platform = models.TextField(choices=_choices(["ios", "android", "web"]), null=True, blank=True)
-    network_type = models.TextField(choices=_choices(["wifi", "cellular", "offline"]), null=True, blank=True)
+    platform = models.TextField(
+        choices=_choices(["ios", "android", "web"]), null=True, blank=True, verbose_name=_("platform")
+    )
+    network_type = models.TextField(
+        choices=_choices(["wifi", "cellular", "offline"]), null=True, blank=True, verbose_name=_("network type")
+    )
     battery_level = models.IntegerField(null=True, blank=True)
     cultural_preferences = models.JSONField(default=dict, db_default={}, blank=True)
-    performance_mode = models.TextField(choices=_choices(PERFORMANCE_MODES), default="standard", db_default="standard")
+    performance_mode = models.TextField(
+        choices=_choices(PERFORMANCE_MODES),
+        default="standard",
+        db_default="standard",
+        verbose_name=_("performance mode"),
+    )
     offline_sync_enabled = models.BooleanField(default=True, db_default=True)
     expires_at = models.DateTimeField(default=_in_24_hours)
     last_heartbeat = models.DateTimeField(default=timezone.now, db_default=Now())
 
     class Meta:
+        verbose_name = _("connection channel")
+        verbose_name_plural = _("connection channels")
         db_table = "realtime_subscriptions"
         constraints = [
             _one_of("user_type", USER_TYPES, "realtime_subs_user_type"),
@@ -207,8 +230,8 @@ class Announcement(TenantModel):
     recipient carries it (`source_record_id` = this id), so each person's live delivery, replay,
     acknowledgement and push are tracked like any individual event."""
 
-    kind = models.TextField(choices=_choices(ANNOUNCEMENT_KINDS))
-    audience = models.TextField(choices=_choices(ANNOUNCEMENT_AUDIENCES))
+    kind = models.TextField(choices=_choices(ANNOUNCEMENT_KINDS), verbose_name=_("kind"))
+    audience = models.TextField(choices=_choices(ANNOUNCEMENT_AUDIENCES), verbose_name=_("audience"))
     # MultilingualText: {"en": ..., "uz": ..., "ru": ..., "ar": ...}; "en" always present.
     title = models.JSONField()
     message = models.JSONField()

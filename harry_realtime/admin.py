@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django import forms
 from django.contrib import admin
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
@@ -69,6 +70,13 @@ class TenantAdmin(admin.ModelAdmin):
         if request.user.is_superuser and "organization" not in filters:
             return ("organization", *filters)
         return filters
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        # Texts are written in four languages, Arabic right to left: each box follows its text.
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and isinstance(field.widget, forms.TextInput | forms.Textarea):
+            field.widget.attrs.setdefault("dir", "auto")
+        return field
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         # School staff can only pick their own school (RLS hides the others): preselect it.

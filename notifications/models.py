@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q, Value
 from django.db.models.functions import Now
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from events.models import _choices, _one_of
 from harry_realtime.models import TenantModel
@@ -39,7 +40,7 @@ class PushNotification(TenantModel):
     realtime_event = models.ForeignKey(
         "events.RealtimeEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="push_notifications"
     )
-    notification_type = models.TextField(choices=_choices(NOTIFICATION_TYPES))
+    notification_type = models.TextField(choices=_choices(NOTIFICATION_TYPES), verbose_name=_("notification type"))
     target_user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
     target_device_tokens = ArrayField(models.TextField(), default=list, blank=True)
     title_en = models.TextField()
@@ -51,9 +52,11 @@ class PushNotification(TenantModel):
     body_ru = models.TextField(null=True, blank=True)
     body_ar = models.TextField(null=True, blank=True)
     cultural_context = models.JSONField(default=dict, db_default={}, blank=True)
-    islamic_greeting = models.BooleanField(default=False, db_default=False)
-    prayer_time_aware = models.BooleanField(default=True, db_default=True)
-    priority = models.TextField(choices=_choices(PRIORITIES), default="normal", db_default="normal")
+    islamic_greeting = models.BooleanField(default=False, db_default=False, verbose_name=_("islamic greeting"))
+    prayer_time_aware = models.BooleanField(default=True, db_default=True, verbose_name=_("prayer time aware"))
+    priority = models.TextField(
+        choices=_choices(PRIORITIES), default="normal", db_default="normal", verbose_name=_("priority")
+    )
     delivery_method = ArrayField(
         models.TextField(), default=_push_only, db_default=Value(["push"], ArrayField(models.TextField()))
     )
@@ -61,7 +64,9 @@ class PushNotification(TenantModel):
     expires_at = models.DateTimeField(default=_in_24_hours)
     ios_configuration = models.JSONField(default=dict, db_default={}, blank=True)
     android_configuration = models.JSONField(default=dict, db_default={}, blank=True)
-    delivery_status = models.TextField(choices=_choices(DELIVERY_STATUSES), default="pending", db_default="pending")
+    delivery_status = models.TextField(
+        choices=_choices(DELIVERY_STATUSES), default="pending", db_default="pending", verbose_name=_("delivery status")
+    )
     delivery_attempts = models.IntegerField(default=0, db_default=0)
     max_delivery_attempts = models.IntegerField(default=3, db_default=3)
     opened_at = models.DateTimeField(null=True, blank=True)
@@ -72,6 +77,8 @@ class PushNotification(TenantModel):
     error_message = models.TextField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("push notification")
+        verbose_name_plural = _("push notifications")
         db_table = "push_notifications"
         constraints = [
             _one_of("notification_type", NOTIFICATION_TYPES, "push_notifications_type"),
@@ -122,17 +129,19 @@ class DeviceToken(TenantModel):
     a phone that signs in as someone else stops receiving the previous user's pushes."""
 
     user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="device_tokens")
-    platform = models.TextField(choices=_choices(PLATFORMS))
+    platform = models.TextField(choices=_choices(PLATFORMS), verbose_name=_("platform"))
     # FCM registration token, APNs device token (hex), or a Web Push subscription as JSON.
     token = models.TextField()
     app_version = models.TextField(null=True, blank=True)
-    language = models.TextField(choices=_choices(LANGUAGES), null=True, blank=True)
-    is_active = models.BooleanField(default=True, db_default=True)
+    language = models.TextField(choices=_choices(LANGUAGES), null=True, blank=True, verbose_name=_("language"))
+    is_active = models.BooleanField(default=True, db_default=True, verbose_name=_("active"))
     last_registered_at = models.DateTimeField(default=timezone.now, db_default=Now())
     deactivated_at = models.DateTimeField(null=True, blank=True)
     deactivation_reason = models.TextField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("device token")
+        verbose_name_plural = _("device tokens")
         db_table = "push_device_tokens"
         constraints = [
             _one_of("platform", PLATFORMS, "push_device_tokens_platform"),
@@ -159,18 +168,21 @@ class PushDelivery(TenantModel):
 
     notification = models.ForeignKey(PushNotification, on_delete=models.CASCADE, related_name="deliveries")
     device = models.ForeignKey(DeviceToken, on_delete=models.CASCADE, related_name="deliveries")
-    status = models.TextField(choices=_choices(DELIVERY_ROW_STATUSES), default="pending", db_default="pending")
+    status = models.TextField(
+        choices=_choices(DELIVERY_ROW_STATUSES), default="pending", db_default="pending", verbose_name=_("status")
+    )
     attempts = models.IntegerField(default=0, db_default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now, db_default=Now())
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    provider = models.TextField(blank=True, default="")
+    provider = models.TextField(blank=True, default="", verbose_name=_("provider"))
     provider_message_id = models.TextField(null=True, blank=True)
     error_message = models.TextField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("push delivery")
+        verbose_name_plural = _("push deliveries")
         db_table = "push_deliveries"
-        verbose_name_plural = "push deliveries"
         constraints = [
             _one_of("status", DELIVERY_ROW_STATUSES, "push_deliveries_status"),
             models.UniqueConstraint(fields=["notification", "device"], name="uniq_push_delivery_device"),

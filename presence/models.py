@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from events.models import USER_TYPES, _choices, _one_of
 from harry_realtime.models import UUIDModel
@@ -22,21 +23,32 @@ def _in_one_hour():
 class RealtimePresence(UUIDModel):
     organization = models.ForeignKey("school.Organization", on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
-    user_type = models.TextField(choices=_choices(USER_TYPES))
+    user_type = models.TextField(choices=_choices(USER_TYPES), verbose_name=_("user type"))
     user_name = models.TextField()
-    status = models.TextField(choices=_choices(STATUSES), default="online", db_default="online")
+    status = models.TextField(
+        choices=_choices(STATUSES), default="online", db_default="online", verbose_name=_("status")
+    )
     activity = models.TextField(null=True, blank=True)
     custom_status = models.TextField(null=True, blank=True)
     current_screen = models.TextField(null=True, blank=True)
     current_group = models.ForeignKey(
-        "school.Group", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "school.Group",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("current group"),
     )
     current_lesson_id = models.UUIDField(null=True, blank=True)
     device_id = models.TextField()
-    platform = models.TextField(choices=_choices(PLATFORMS), null=True, blank=True)
+    platform = models.TextField(choices=_choices(PLATFORMS), null=True, blank=True, verbose_name=_("platform"))
     app_version = models.TextField(null=True, blank=True)
-    connection_quality = models.TextField(choices=_choices(CONNECTION_QUALITIES), null=True, blank=True)
-    prayer_time_status = models.TextField(choices=_choices(PRAYER_STATUSES), null=True, blank=True)
+    connection_quality = models.TextField(
+        choices=_choices(CONNECTION_QUALITIES), null=True, blank=True, verbose_name=_("connection quality")
+    )
+    prayer_time_status = models.TextField(
+        choices=_choices(PRAYER_STATUSES), null=True, blank=True, verbose_name=_("prayer time status")
+    )
     current_prayer = models.TextField(choices=_choices(PRAYERS), null=True, blank=True)
     last_seen = models.DateTimeField(default=timezone.now, db_default=Now())
     session_start = models.DateTimeField(default=timezone.now, db_default=Now())
@@ -44,8 +56,9 @@ class RealtimePresence(UUIDModel):
     expires_at = models.DateTimeField(default=_in_one_hour)
 
     class Meta:
+        verbose_name = _("presence")
+        verbose_name_plural = _("presence")
         db_table = "realtime_presence"
-        verbose_name_plural = "realtime presence"
         constraints = [
             models.UniqueConstraint(fields=["user", "device_id"], name="realtime_presence_user_device"),
             _one_of("user_type", USER_TYPES, "realtime_presence_user_type"),

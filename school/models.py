@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from harry_realtime.models import SyncVersionedModel, TenantModel, TimestampedModel
 
@@ -29,14 +30,18 @@ class Role(models.TextChoices):
 class Organization(TimestampedModel):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
-    country = models.CharField(max_length=2, default="UZ", help_text="ISO 3166-1 alpha-2")
+    country = models.CharField(max_length=2, default="UZ", help_text="ISO 3166-1 alpha-2", verbose_name=_("country"))
     latitude = models.DecimalField(max_digits=9, decimal_places=6)
     longitude = models.DecimalField(max_digits=9, decimal_places=6)
-    timezone = models.CharField(max_length=64, default="Asia/Tashkent")
-    default_language = models.CharField(max_length=2, choices=Language.choices, default=Language.UZ)
+    timezone = models.CharField(max_length=64, default="Asia/Tashkent", verbose_name=_("timezone"))
+    default_language = models.CharField(
+        max_length=2, choices=Language.choices, default=Language.UZ, verbose_name=_("default language")
+    )
     settings = models.JSONField(default=dict, blank=True, help_text="School rules and feature flags")
 
     class Meta:
+        verbose_name = _("organization")
+        verbose_name_plural = _("organizations")
         db_table = "organizations"
         ordering = ["name"]
 
@@ -67,19 +72,21 @@ class User(AbstractBaseUser, PermissionsMixin, TimestampedModel):
     username = models.CharField(max_length=150, unique=True)
     email = models.EmailField(blank=True)
     full_name = models.CharField(max_length=200, blank=True)
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.STUDENT)
-    language = models.CharField(max_length=2, choices=Language.choices, default=Language.UZ)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.STUDENT, verbose_name=_("role"))
+    language = models.CharField(max_length=2, choices=Language.choices, default=Language.UZ, verbose_name=_("language"))
     # A parent's (or guardian's) wish to hear about their children: attendance, tasks, achievements,
     # ranking milestones (events/family.py). The spec's ConnectRequest culturalPreferences.familyEngagement.
     family_engagement = models.BooleanField(default=True, db_default=True)
-    is_active = models.BooleanField(default=True)
-    is_staff = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True, verbose_name=_("active"))
+    is_staff = models.BooleanField(default=False, verbose_name=_("staff"))
 
     objects = UserManager()
     USERNAME_FIELD = "username"
     REQUIRED_FIELDS: list[str] = []
 
     class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
         db_table = "users"
         ordering = ["username"]
         constraints = [
@@ -102,11 +109,13 @@ class User(AbstractBaseUser, PermissionsMixin, TimestampedModel):
 class Teacher(TenantModel):
     user = models.OneToOneField(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="teacher")
     full_name = models.CharField(max_length=200)
-    subject = models.CharField(max_length=100, blank=True)
-    is_active = models.BooleanField(default=True)
+    subject = models.CharField(max_length=100, blank=True, verbose_name=_("subject"))
+    is_active = models.BooleanField(default=True, verbose_name=_("active"))
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("teacher")
+        verbose_name_plural = _("teachers")
         db_table = "teachers"
         ordering = ["full_name"]
 
@@ -129,7 +138,7 @@ class Student(SyncVersionedModel):
     user = models.OneToOneField(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="student")
     full_name = models.CharField(max_length=200)
     date_of_birth = models.DateField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, verbose_name=_("status"))
     # FERPA-sensitive parts, filtered from realtime payloads for non-family, non-educators.
     personal_info = models.JSONField(default=dict, blank=True)
     family_details = models.JSONField(default=dict, blank=True)
@@ -142,6 +151,8 @@ class Student(SyncVersionedModel):
     offline_data_hash = models.TextField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("student")
+        verbose_name_plural = _("students")
         db_table = "students"
         ordering = ["full_name"]
 
@@ -151,12 +162,14 @@ class Student(SyncVersionedModel):
 
 class Group(SyncVersionedModel):
     name = models.CharField(max_length=200)
-    subject = models.CharField(max_length=100, blank=True)
-    level = models.CharField(max_length=50, blank=True)
+    subject = models.CharField(max_length=100, blank=True, verbose_name=_("subject"))
+    level = models.CharField(max_length=50, blank=True, verbose_name=_("level"))
     schedule = models.JSONField(default=dict, blank=True)
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(default=True, verbose_name=_("active"))
 
     class Meta:
+        verbose_name = _("group")
+        verbose_name_plural = _("groups")
         db_table = "groups"
         ordering = ["name"]
 
@@ -171,11 +184,13 @@ class StudentGroupEnrollment(SyncVersionedModel):
         COMPLETED = "completed"
 
     student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="enrollments")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="enrollments")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="enrollments", verbose_name=_("group"))
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, verbose_name=_("status"))
     enrolled_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("enrollment")
+        verbose_name_plural = _("enrollments")
         db_table = "student_group_enrollments"
         constraints = [models.UniqueConstraint(fields=["student", "group"], name="uniq_enrollment")]
 
@@ -185,12 +200,16 @@ class StudentGroupEnrollment(SyncVersionedModel):
 
 class TeacherGroupAssignment(TenantModel):
     teacher = models.ForeignKey(Teacher, on_delete=models.CASCADE, related_name="assignments")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="teacher_assignments")
-    role = models.CharField(max_length=20, default="primary")
-    is_active = models.BooleanField(default=True)
+    group = models.ForeignKey(
+        Group, on_delete=models.CASCADE, related_name="teacher_assignments", verbose_name=_("group")
+    )
+    role = models.CharField(max_length=20, default="primary", verbose_name=_("role"))
+    is_active = models.BooleanField(default=True, verbose_name=_("active"))
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("teacher assignment")
+        verbose_name_plural = _("teacher assignments")
         db_table = "teacher_group_assignments"
         constraints = [models.UniqueConstraint(fields=["teacher", "group"], name="uniq_teacher_group")]
 
@@ -230,17 +249,23 @@ class Attendance(SyncVersionedModel):
     SyncStatus = AttendanceSyncStatus
 
     student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="attendance")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="attendance")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="attendance", verbose_name=_("group"))
     teacher = models.ForeignKey(Teacher, on_delete=models.CASCADE, related_name="attendance")
-    attendance_date = models.DateField(default=timezone.localdate, db_default=Cast(Now(), models.DateField()))
-    status = models.CharField(max_length=20, choices=Status.choices)
+    attendance_date = models.DateField(
+        default=timezone.localdate, db_default=Cast(Now(), models.DateField()), verbose_name=_("attendance date")
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, verbose_name=_("status"))
     check_in_time = models.DateTimeField(null=True, blank=True)
     check_out_time = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True, null=True)
     marked_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+", db_column="marked_by")
-    marking_method = models.CharField(max_length=20, choices=MarkingMethod.choices, default="manual")
-    marked_offline = models.BooleanField(default=False)
-    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default="synced")
+    marking_method = models.CharField(
+        max_length=20, choices=MarkingMethod.choices, default="manual", verbose_name=_("marking method")
+    )
+    marked_offline = models.BooleanField(default=False, verbose_name=_("marked offline"))
+    sync_status = models.CharField(
+        max_length=10, choices=SyncStatus.choices, default="synced", verbose_name=_("sync status")
+    )
     offline_timestamp = models.DateTimeField(null=True, blank=True)
     sync_priority = models.IntegerField(default=5)
     prayer_time_context = models.TextField(null=True, blank=True)
@@ -258,8 +283,9 @@ class Attendance(SyncVersionedModel):
     )
 
     class Meta:
+        verbose_name = _("attendance record")
+        verbose_name_plural = _("attendance")
         db_table = "attendance"
-        verbose_name_plural = "attendance"
         constraints = [
             models.UniqueConstraint(fields=["student", "group", "attendance_date"], name="uniq_attendance_day"),
             models.CheckConstraint(condition=Q(status__in=AttendanceStatus.values), name="attendance_status"),
@@ -296,16 +322,20 @@ class Attendance(SyncVersionedModel):
 class StudentRanking(SyncVersionedModel):
     student = models.OneToOneField(Student, on_delete=models.CASCADE, related_name="ranking")
     current_rank = models.IntegerField()
-    current_level = models.IntegerField(default=1)
+    current_level = models.IntegerField(default=1, verbose_name=_("current level"))
     total_points = models.IntegerField(default=0)
     coins = models.IntegerField(default=0)
     # The spec's added columns.
     last_position_change = models.DateTimeField(null=True, blank=True)
     position_change_delta = models.IntegerField(default=0, db_default=0)
-    celebration_triggered = models.BooleanField(default=False, db_default=False)
+    celebration_triggered = models.BooleanField(
+        default=False, db_default=False, verbose_name=_("celebration triggered")
+    )
     ranking_metadata = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
+        verbose_name = _("ranking")
+        verbose_name_plural = _("rankings")
         db_table = "student_rankings"
         ordering = ["current_rank"]
 
@@ -316,13 +346,15 @@ class StudentRanking(SyncVersionedModel):
 class Achievement(TenantModel):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
-    category = models.CharField(max_length=50, default="academic")
-    rarity = models.CharField(max_length=20, default="common")
+    category = models.CharField(max_length=50, default="academic", verbose_name=_("category"))
+    rarity = models.CharField(max_length=20, default="common", verbose_name=_("rarity"))
     points_reward = models.IntegerField(default=0)
     coins_reward = models.IntegerField(default=0)
     icon = models.CharField(max_length=100, blank=True)
 
     class Meta:
+        verbose_name = _("achievement")
+        verbose_name_plural = _("achievements")
         db_table = "achievements"
         ordering = ["name"]
 
@@ -332,7 +364,9 @@ class Achievement(TenantModel):
 
 class StudentAchievement(SyncVersionedModel):
     student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="achievements")
-    achievement = models.ForeignKey(Achievement, on_delete=models.CASCADE, related_name="awards")
+    achievement = models.ForeignKey(
+        Achievement, on_delete=models.CASCADE, related_name="awards", verbose_name=_("achievement")
+    )
     earned_at = models.DateTimeField(default=timezone.now, db_default=Now())
     coins_awarded = models.IntegerField(default=0)
     bonus_points_awarded = models.IntegerField(default=0)
@@ -340,6 +374,8 @@ class StudentAchievement(SyncVersionedModel):
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        verbose_name = _("awarded achievement")
+        verbose_name_plural = _("awarded achievements")
         db_table = "student_achievements"
 
     def __str__(self) -> str:
@@ -369,23 +405,33 @@ class HomeTask(SyncVersionedModel):
         RETURNED = "returned"
 
     student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="home_tasks")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, null=True, blank=True, related_name="home_tasks")
+    group = models.ForeignKey(
+        Group, on_delete=models.CASCADE, null=True, blank=True, related_name="home_tasks", verbose_name=_("group")
+    )
     teacher = models.ForeignKey(Teacher, on_delete=models.SET_NULL, null=True, blank=True, related_name="home_tasks")
     title = models.CharField(max_length=300)
     description = models.TextField(blank=True)
-    task_type = models.CharField(max_length=20, choices=TaskType.choices, default=TaskType.WRITING)
-    difficulty = models.CharField(max_length=20, choices=Difficulty.choices, default=Difficulty.INTERMEDIATE)
+    task_type = models.CharField(
+        max_length=20, choices=TaskType.choices, default=TaskType.WRITING, verbose_name=_("task type")
+    )
+    difficulty = models.CharField(
+        max_length=20, choices=Difficulty.choices, default=Difficulty.INTERMEDIATE, verbose_name=_("difficulty")
+    )
     due_date = models.DateTimeField(null=True, blank=True)
     estimated_minutes = models.IntegerField(default=30)
-    ai_generated = models.BooleanField(default=False)
+    ai_generated = models.BooleanField(default=False, verbose_name=_("ai generated"))
     student_response = models.TextField(null=True, blank=True)
     submission_timestamp = models.DateTimeField(null=True, blank=True)
     teacher_feedback = models.TextField(null=True, blank=True)
-    grading_status = models.CharField(max_length=20, choices=GradingStatus.choices, default="not_submitted")
+    grading_status = models.CharField(
+        max_length=20, choices=GradingStatus.choices, default="not_submitted", verbose_name=_("grading status")
+    )
     score = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("home task")
+        verbose_name_plural = _("home tasks")
         db_table = "home_tasks"
         ordering = ["due_date"]
 
@@ -396,17 +442,20 @@ class HomeTask(SyncVersionedModel):
 class FeedbackEntry(SyncVersionedModel):
     student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="feedback_entries")
     teacher = models.ForeignKey(Teacher, on_delete=models.SET_NULL, null=True, blank=True, related_name="feedback")
-    group = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    group = models.ForeignKey(
+        Group, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("group")
+    )
     author = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    feedback_type = models.CharField(max_length=30, default="teacher_feedback")
+    feedback_type = models.CharField(max_length=30, default="teacher_feedback", verbose_name=_("feedback type"))
     content = models.TextField()
     rating = models.IntegerField(null=True, blank=True)
-    visible_to_family = models.BooleanField(default=True)
+    visible_to_family = models.BooleanField(default=True, verbose_name=_("visible to family"))
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("feedback entry")
+        verbose_name_plural = _("feedback entries")
         db_table = "feedback_entries"
-        verbose_name_plural = "feedback entries"
 
     def __str__(self) -> str:
         return f"{self.feedback_type.replace('_', ' ').capitalize()} for {self.student}"
@@ -422,10 +471,12 @@ class UserRelationship(TenantModel):
 
     user_a = models.ForeignKey(User, on_delete=models.CASCADE, related_name="relationships_as_relative")
     user_b = models.ForeignKey(User, on_delete=models.CASCADE, related_name="relationships_as_student")
-    relationship_type = models.CharField(max_length=16, choices=Type.choices)
-    is_active = models.BooleanField(default=True)
+    relationship_type = models.CharField(max_length=16, choices=Type.choices, verbose_name=_("relationship type"))
+    is_active = models.BooleanField(default=True, verbose_name=_("active"))
 
     class Meta:
+        verbose_name = _("family relationship")
+        verbose_name_plural = _("family relationships")
         db_table = "user_relationships"
         constraints = [
             models.UniqueConstraint(fields=["user_a", "user_b"], name="uniq_user_relationship"),

@@ -3,6 +3,7 @@
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
+from django.utils.translation import gettext_lazy as _
 
 from events.models import _choices, _one_of
 from harry_realtime.models import TenantModel
@@ -17,31 +18,36 @@ class OfflineSyncOperation(TenantModel):
     device_id = models.TextField()
     # The device's own id for the operation: (device_id, operation_id) makes uploads idempotent.
     operation_id = models.TextField()
-    operation_type = models.TextField(choices=_choices(OPERATION_TYPES))
-    table_name = models.TextField()
+    operation_type = models.TextField(choices=_choices(OPERATION_TYPES), verbose_name=_("operation type"))
+    table_name = models.TextField(verbose_name=_("table name"))
     record_id = models.UUIDField(null=True, blank=True)
     old_data = models.JSONField(null=True, blank=True)
     new_data = models.JSONField(null=True, blank=True)
     client_sync_version = models.BigIntegerField(null=True, blank=True)
     # The record hash the device last saw, for tables that carry `offline_data_hash` (students).
     offline_data_hash = models.TextField(null=True, blank=True)
-    priority = models.IntegerField(default=5, db_default=5)
-    sync_status = models.TextField(choices=_choices(SYNC_STATUSES), default="pending", db_default="pending")
+    priority = models.IntegerField(default=5, db_default=5, verbose_name=_("priority"))
+    sync_status = models.TextField(
+        choices=_choices(SYNC_STATUSES), default="pending", db_default="pending", verbose_name=_("sync status")
+    )
     retry_count = models.IntegerField(default=0, db_default=0)
     max_retries = models.IntegerField(default=3, db_default=3)
     last_retry_at = models.DateTimeField(null=True, blank=True)
     next_retry_at = models.DateTimeField(null=True, blank=True)
     conflict_resolution_strategy = models.TextField(
-        choices=_choices(STRATEGIES), default="teacher_authority", db_default="teacher_authority"
+        choices=_choices(STRATEGIES),
+        default="teacher_authority",
+        db_default="teacher_authority",
+        verbose_name=_("conflict resolution strategy"),
     )
-    conflict_detected = models.BooleanField(default=False, db_default=False)
+    conflict_detected = models.BooleanField(default=False, db_default=False, verbose_name=_("conflict detected"))
     conflict_metadata = models.JSONField(default=dict, db_default={}, blank=True)
     result = models.JSONField(default=dict, blank=True, help_text="The outcome returned to the device")
     cultural_context = models.JSONField(default=dict, db_default={}, blank=True)
     islamic_calendar_date = models.TextField(null=True, blank=True)
     prayer_time_context = models.TextField(null=True, blank=True)
     local_timestamp = models.DateTimeField()
-    timezone = models.TextField(default="Asia/Tashkent", db_default="Asia/Tashkent")
+    timezone = models.TextField(default="Asia/Tashkent", db_default="Asia/Tashkent", verbose_name=_("timezone"))
     operation_duration_ms = models.IntegerField(null=True, blank=True)
     bandwidth_used_bytes = models.IntegerField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -49,6 +55,8 @@ class OfflineSyncOperation(TenantModel):
     error_message = models.TextField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("offline sync operation")
+        verbose_name_plural = _("offline sync operations")
         db_table = "offline_sync_queue"
         constraints = [
             models.UniqueConstraint(fields=["device_id", "operation_id"], name="offline_sync_device_operation"),
@@ -104,9 +112,9 @@ class SyncChange(models.Model):
     seq = models.BigAutoField(primary_key=True)
     organization = models.ForeignKey("school.Organization", on_delete=models.CASCADE, related_name="+")
     xid = models.BigIntegerField()
-    table_name = models.TextField()
+    table_name = models.TextField(verbose_name=_("table name"))
     record_id = models.UUIDField()
-    operation = models.TextField(choices=_choices(["upsert", "delete"]))
+    operation = models.TextField(choices=_choices(["upsert", "delete"]), verbose_name=_("operation"))
     # Who may see the change once the row itself is gone.
     student_id = models.UUIDField(null=True, blank=True)
     group_id = models.UUIDField(null=True, blank=True)
@@ -114,6 +122,8 @@ class SyncChange(models.Model):
     changed_at = models.DateTimeField(db_default=Now())
 
     class Meta:
+        verbose_name = _("sync change")
+        verbose_name_plural = _("sync changes")
         db_table = "sync_changes"
         indexes = [models.Index(fields=["organization", "xid", "seq"], name="idx_sync_changes_cursor")]
 

@@ -22,3 +22,17 @@ def test_push_statistics_line_in_russian_and_arabic(client, staff_login, schools
     assert "نسبة التسليم" in arabic and "الإشعارات: 2" in arabic and 'dir="rtl"' in arabic
     english = client.get("/admin/notifications/pushnotification/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "2 pushes" in english and "delivery rate 50.0%" in english
+
+
+def test_text_fields_follow_their_texts_direction(client, staff_login, schools, make_push):
+    push = make_push(schools.a.student_user, title_en="Hello", title_ar="مرحبا")
+    staff_login(schools.a.admin_user)
+    page = client.get(f"/admin/notifications/pushnotification/{push.pk}/change/").content.decode()
+    assert 'dir="auto"' in page and "مرحبا" in page
+
+
+def test_model_and_filter_labels_are_translated(client, staff_login, schools):
+    staff_login(schools.a.admin_user)
+    page = client.get("/admin/notifications/pushnotification/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert "push-уведомление" in page  # the model's name
+    assert "статус доставки" in page.lower() and "приоритет" in page.lower()  # filters by field labels
