@@ -26,6 +26,7 @@ from culture.messages import translated
 from events.models import LANGUAGES, Announcement, RealtimeEvent
 from events.notices import Notice, notices_store
 from harry_realtime.api import ApiError
+from notifications.from_events import push_notification_create_for_event
 from school.models import Role, User
 
 KIND_LABELS = {"system_announcement": _("School announcement"), "emergency_alert": _("Emergency alert")}
@@ -110,8 +111,6 @@ def announcement_create(
 
 
 def _push_now(events: list[RealtimeEvent]) -> None:
-    from notifications.services import push_notification_create_for_event
-
     for event in events:
         push_notification_create_for_event(event=event, offline_user_ids=[event.target_user_id])
 

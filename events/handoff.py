@@ -12,9 +12,9 @@ from notifications.from_events import push_notification_create_for_event
 
 def events_hand_to_push(*, older_than: timedelta, limit: int = 500) -> int:
     """Platform context: each individual event, once its grace period has passed, goes to the
-    notifications app: a push for its target user if no live socket took it (still pending), and
-    the family notices the event requires either way. Events that came from push_notifications
-    themselves are never handed back, or each would beget another."""
+    notifications app: a push for its target user if no live socket took it (still pending).
+    Relatives get family notices of their own (events/family.py), handed over the same way. Events
+    that came from push_notifications themselves are never handed back, or each would beget another."""
     candidates = list(
         RealtimeEvent.objects.select_for_update(skip_locked=True)
         .filter(

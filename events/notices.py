@@ -39,6 +39,9 @@ PUSH_TYPES = {
     "emergency_alert": "system_alert",
 }
 
+# Kinds whose push is never held for prayer: a child's whereabouts, and emergencies.
+NEVER_HELD = frozenset({"family_attendance", "family_attendance_correction", "emergency_alert"})
+
 
 @dataclass(frozen=True)
 class Notice:

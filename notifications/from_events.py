@@ -4,11 +4,13 @@
 `events.hand_undelivered_to_push` (`events.handoff.events_hand_to_push`) calls it for every
 *individual* event once its grace period after fan-out has passed, passing the users it addressed
 who had no live socket (default: the event's `target_user_id`; pass `[]` when everyone was
-online). It creates one push per offline recipient and, independently of sockets, the family
-notices the event requires (achievements of students under 16, rankings of students aged
-10–12, to their parents/guardians). Idempotent: a second call for the same event creates
-nothing. Call it inside the listener's platform context (or a staff tenant context of the
-event's school); delivery is queued on commit.
+online). It creates one push per offline recipient. Relatives are not pushed from their child's
+event: they get family notices of their own (events/family.py), which come here like any event.
+Idempotent: a second call for the same event creates nothing. Call it inside the listener's
+platform context (or a staff tenant context of the event's school); delivery is queued on commit.
+
+Notices (events/notices.py: family notices, deadline reminders, announcements) carry their texts
+in every language; their push copies them.
 
 Prayer reminders are the culture app's `system_announcement` events (payload type
 `prayer_time_reminder`); handed over like any event, they become `prayer_time` pushes.
@@ -25,9 +27,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from culture.messages import PRAYER_NAMES
+from culture.messages import ATTENDANCE_STATUSES, PRAYER_NAMES
 from events.models import RealtimeEvent
-from school import selectors as school_selectors
+from events.notices import NEVER_HELD, PUSH_TYPES
 from school.models import (
     Achievement,
     Attendance,
@@ -121,7 +123,8 @@ def _event_params(event: RealtimeEvent, notification_type: str, student: Student
         params["task"] = task.title if task else _text_param(payload, "title", "task_title")
     elif notification_type == "attendance_reminder":
         attendance = _source_record(event, Attendance)
-        params["status"] = attendance.status if attendance else _text_param(payload, "status")
+        status = attendance.status if attendance else _text_param(payload, "status")
+        params["status"] = ATTENDANCE_STATUSES.get(status, status)  # translated inside the sentence
     elif notification_type == "teacher_message":
         sender = User.objects.filter(pk=event.created_by_id).first() if event.created_by_id else None
         params["teacher"] = (sender.full_name if sender else None) or _text_param(payload, "teacher_name", "sender")
@@ -168,14 +171,15 @@ def _event_fields(event: RealtimeEvent, notification_type: str, audience: str, p
     }
 
 
-def family_notice_required(notification_type: str, student: Student, today) -> bool:
-    """The spec's rules: achievements of students under 16, rankings of students aged 10–12."""
-    age = school_selectors.age_on(student.date_of_birth, today)
-    if notification_type == "achievement_earned":
-        return age < 16
-    if notification_type == "ranking_update":
-        return 10 <= age <= 12
-    return False
+def _notice_fields(event: RealtimeEvent, kind: str) -> dict[str, Any]:
+    """A notice's own texts in every language (the recipient's device picks one)."""
+    translations = event.event_payload.get("translations") or {}
+    return {
+        **content.per_language(translations.get("title") or event.event_payload.get("title", ""), "title"),
+        **content.per_language(translations.get("message") or event.event_payload.get("message", ""), "body"),
+        "cultural_context": {"audience": "notice", "notice_kind": kind, "event_seq": event.seq},
+        "prayer_time_aware": kind not in NEVER_HELD,
+    }
 
 
 def _student_silenced(user_id: str, student: Student | None, notification_type: str) -> bool:
@@ -189,12 +193,18 @@ def _student_silenced(user_id: str, student: Student | None, notification_type: 
 def push_notification_create_for_event(
     *, event: RealtimeEvent, offline_user_ids: Iterable[uuid.UUID | str] | None = None
 ) -> list[PushNotification]:
-    """Pushes for one realtime event: to its offline recipients, plus required family notices.
+    """Pushes for one realtime event, to its offline recipients.
 
     See the module docstring for the contract with the pipeline. Events with no push kind
     (lesson_progress) create nothing.
     """
-    notification_type = "prayer_time" if _is_prayer_reminder(event) else EVENT_TO_NOTIFICATION.get(event.event_type)
+    notice_kind = (event.event_metadata or {}).get("notice_kind")
+    if notice_kind:
+        notification_type = PUSH_TYPES[notice_kind]
+    elif _is_prayer_reminder(event):
+        notification_type = "prayer_time"
+    else:
+        notification_type = EVENT_TO_NOTIFICATION.get(event.event_type)
     if notification_type is None:
         return []
     if offline_user_ids is None:
@@ -211,16 +221,9 @@ def push_notification_create_for_event(
         if (notification_type, audience) not in content.TEMPLATES:
             audience = "self"
         fields = _event_fields(event, notification_type, audience, params)
+        if notice_kind:
+            fields.update(_notice_fields(event, notice_kind))
         row = push_notification_create(target_user_id=user_id, **fields)
         if row is not None:
             created.append(row)
-    if student is not None:
-        today = timezone.localdate(timezone.now(), timezone.get_fixed_timezone(0))
-        if family_notice_required(notification_type, student, today):
-            for relative_id in school_selectors.family_user_ids_of_student(student):
-                fields = _event_fields(event, notification_type, "family", params)
-                fields["cultural_context"]["family_notice"] = True
-                row = push_notification_create(target_user_id=relative_id, **fields)
-                if row is not None:
-                    created.append(row)
     return created

@@ -3,9 +3,10 @@ alerts to everyone at once (live and push, never held for prayer), and the deliv
 
 import pytest
 
-from events import outbox
 from events.announcements import announcement_create, announcement_delivery
+from events.messages import messages_for
 from events.models import Announcement, RealtimeEvent
+from events.prayer_hold import events_hold_for_prayer
 from harry_realtime.tenancy import dangerously_platform_context
 from notifications.models import PushNotification
 from school.models import User
@@ -42,7 +43,7 @@ def test_an_admin_announces_to_one_role_each_parent_gets_their_own_copy(schools,
     (copy,) = copies(announcement["id"])
     assert copy.target_user_id == a.parent_user.pk and copy.broadcast_scope == "individual"
     assert copy.priority == "medium" and copy.event_type == "system_announcement"
-    [(topic, message)] = outbox.messages_for(copy)
+    [(topic, message)] = messages_for(copy)
     assert topic == f"notifications:org_{a.org.pk}:role_parent"
     assert message["event"] == "system_announcement"
     assert message["audience"]["target_user_id"] == str(a.parent_user.pk)
@@ -102,7 +103,7 @@ def test_emergency_alert_is_never_held_for_prayer_system_announcement_is(schools
             sender=admin, kind="system_announcement", audience="all", title="Open day", message="Sat"
         )
         alert_events, notice_events = copies(alert.pk), copies(notice.pk)
-        held = outbox.events_hold_for_prayer(alert_events + notice_events, at=at)
+        held = events_hold_for_prayer(alert_events + notice_events, at=at)
     assert held == {e.seq for e in notice_events}
 
 

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from events import messages
 from events.listener import Listener
 from events.models import RealtimeEvent
-from events.publish import announcement_publish
+from events.announcements import announcement_create
 from events.services import fan_out
 from events.topics import attendance_topic, notifications_topic
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
@@ -105,13 +105,15 @@ def _change_attendance_and_announce(school) -> None:
         Attendance.objects.filter(pk=school.attendance.pk).update(status="late")
     admin = school.admin_user
     with tenant_context(tenant_of(admin)):
-        announcement_publish(organization_id=school.org.pk, role="all", title="Hello", body="School is open.")
+        announcement_create(
+            sender=admin, kind="system_announcement", audience="admin", title="Hello", message="School is open."
+        )
 
 
 async def test_the_listener_sends_batches_changes_and_stored_broadcasts_of_the_schema(schools):
     a = schools.a
     await sync_to_async(_backlog_processed)()
-    channel = await subscribe(attendance_topic(a.org.pk, a.group.pk), notifications_topic(a.org.pk, "all"))
+    channel = await subscribe(attendance_topic(a.org.pk, a.group.pk), notifications_topic(a.org.pk, "admin"))
     await sync_to_async(_change_attendance_and_announce)(a)
 
     await Listener(poll_interval=30).drain()

@@ -5,9 +5,7 @@ from datetime import date
 import pytest
 
 from events import domain, ferpa
-from events.messages import messages_for
 from events.models import RealtimeEvent
-from events.publish import announcement_publish
 from harry_realtime.tenancy import dangerously_platform_context
 from school.models import HomeTask, StudentAchievement, StudentRanking
 
@@ -91,22 +89,6 @@ def test_attendance_sync_event_shape(schools):
     assert p["status"] == "present" and p["wasOffline"] is False and p["groupId"] == str(schools.a.group.pk)
     assert p["culturalContext"]["islamicDateRecorded"].startswith("14")  # a Hijri year
     assert routed[0][2]["metadata"]["syncVersion"] == 1
-
-
-def test_announcement_and_emergency_alert_to_role_topics(schools, as_user):
-    a = schools.a
-    with as_user(a.admin_user):
-        alert = announcement_publish(
-            organization_id=a.org.pk,
-            role="all",
-            title="Fire drill",
-            body="Now",
-            emergency=True,
-            created_by_id=a.admin_user.pk,
-        )
-    [(topic, message)] = [(t, m) for t, m in messages_for(alert)]
-    assert topic == f"notifications:org_{a.org.pk}:role_all"
-    assert message["event"] == "emergency_alert" and alert.priority == "critical"
 
 
 def test_python_rules_match_spec():

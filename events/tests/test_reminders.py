@@ -6,8 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from events import outbox
+from events.messages import messages_for
 from events.models import RealtimeEvent
+from events.prayer_hold import events_hold_for_prayer
 from events.reminders import deadline_reminders_send
 from events.tasks import send_deadline_reminders
 from harry_realtime.tenancy import dangerously_platform_context
@@ -45,7 +46,7 @@ def test_a_task_due_tomorrow_is_reminded_once_then_again_in_its_last_hour(school
     body = first.event_payload
     assert (body["taskId"], body["threshold"], body["type"]) == (str(essay.pk), "24h", "deadline_reminder")
     assert "Essay on Navoi" in body["message"] and "24" in body["message"]
-    [(topic, message)] = outbox.messages_for(first)
+    [(topic, message)] = messages_for(first)
     assert message["event"] == "deadline_reminder" and message["audience"]["target_user_id"] == str(a.student_user.pk)
 
     assert send(now=timezone.now() + timedelta(hours=19, minutes=30)) == 1
@@ -95,6 +96,6 @@ def test_reminders_wait_out_the_prayer_window(schools, settings):
     (reminder,) = reminders()
     with dangerously_platform_context():
         at, window_end = dhuhr_window(schools.a.org)
-        assert outbox.events_hold_for_prayer([reminder], at=at) == {reminder.seq}
+        assert events_hold_for_prayer([reminder], at=at) == {reminder.seq}
         reminder.refresh_from_db()
     assert reminder.scheduled_for == window_end

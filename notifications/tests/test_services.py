@@ -10,7 +10,6 @@ from events.models import RealtimeEvent
 from harry_realtime.tenancy import dangerously_platform_context
 from notifications import delivery, from_events, services
 from notifications.models import DeviceToken, PushDelivery, PushNotification
-from school.models import StudentAchievement
 
 from .conftest import reload, web_subscription
 from .fake_provider import Answer, apns_error, fcm_error
@@ -318,7 +317,7 @@ def _event(org, **fields):
         return RealtimeEvent.objects.create(organization=org, **values)
 
 
-def test_achievement_event_pushes_offline_student_and_family_once(schools):
+def test_achievement_event_pushes_the_offline_student_once_and_never_the_family(schools):
     a = schools.a
     event = _event(
         a.org,
@@ -330,54 +329,19 @@ def test_achievement_event_pushes_offline_student_and_family_once(schools):
     with dangerously_platform_context():
         rows = from_events.push_notification_create_for_event(event=event)
         again = from_events.push_notification_create_for_event(event=event)
+        online = from_events.push_notification_create_for_event(event=event, offline_user_ids=[])
         stored = list(PushNotification.objects.filter(realtime_event=event))
 
-    assert again == []
-    assert len(rows) == 2 and len(stored) == 2
-    by_user = {r.target_user_id: r for r in stored}
-    student_push, parent_push = by_user[a.student_user.pk], by_user[a.parent_user.pk]
-    assert student_push.notification_type == parent_push.notification_type == "achievement_earned"
-    assert student_push.priority == "high"
+    assert again == [] and online == []
+    (student_push,) = stored
+    assert [r.pk for r in rows] == [student_push.pk] and student_push.target_user_id == a.student_user.pk
+    assert student_push.notification_type == "achievement_earned" and student_push.priority == "high"
     assert "First steps" in student_push.body_en
-    assert a.student.full_name in parent_push.title_en and "First steps" in parent_push.body_en
-    assert parent_push.cultural_context["family_notice"] is True
+    # Relatives hear through family notices of their own (events/family.py), not from this event.
 
 
-def test_family_notice_sent_even_when_the_student_was_online(schools):
+def test_ranking_event_pushes_the_student_their_rank(schools):
     a = schools.a
-    event = _event(a.org, event_type="achievement_earned", target_user=a.student_user, event_payload={
-        "student_id": str(a.student.pk), "achievement_id": str(a.achievement.pk)})  # fmt: skip
-    with dangerously_platform_context():
-        rows = from_events.push_notification_create_for_event(event=event, offline_user_ids=[])
-    assert [r.target_user_id for r in rows] == [a.parent_user.pk]
-
-
-def test_no_family_notice_for_achievements_of_students_16_and_over(schools):
-    a = schools.a
-    with dangerously_platform_context():
-        a.other_student.user.relationships_as_student.create(
-            organization=a.org, user_a=a.parent_user, relationship_type="parent"
-        )
-        award = StudentAchievement.objects.create(
-            organization=a.org, student=a.other_student, achievement=a.achievement
-        )
-    event = _event(
-        a.org,
-        event_type="achievement_earned",
-        target_user=a.other_student_user,
-        source_table="student_achievements",
-        source_record_id=award.pk,
-    )
-    with dangerously_platform_context():
-        rows = from_events.push_notification_create_for_event(event=event)
-    assert [r.target_user_id for r in rows] == [a.other_student_user.pk]
-
-
-def test_ranking_family_notice_only_for_ages_10_to_12(schools):
-    a = schools.a  # a.student is about 12
-    today = timezone.localdate()
-    assert from_events.family_notice_required("ranking_update", a.student, today)
-    assert not from_events.family_notice_required("ranking_update", a.other_student, today)
     event = _event(
         a.org,
         event_type="student_ranking_update",
@@ -387,21 +351,70 @@ def test_ranking_family_notice_only_for_ages_10_to_12(schools):
         source_record_id=a.ranking.pk,
     )
     with dangerously_platform_context():
-        rows = from_events.push_notification_create_for_event(event=event)
-    assert {r.target_user_id for r in rows} == {a.student_user.pk, a.parent_user.pk}
-    assert all(r.notification_type == "ranking_update" and r.priority == "normal" for r in rows)
-    assert all("5" in r.body_en for r in rows)
+        (row,) = from_events.push_notification_create_for_event(event=event)
+    assert (row.target_user_id, row.notification_type, row.priority) == (a.student_user.pk, "ranking_update", "normal")
+    assert "5" in row.body_en
 
 
-def test_student_preference_silences_their_own_push_but_not_family(schools):
+def test_a_family_notice_becomes_a_push_with_its_own_texts_never_held(schools, as_user):
+    from events.family import family_notices_create
+
     a = schools.a
     with dangerously_platform_context():
-        type(a.student).objects.filter(pk=a.student.pk).update(realtime_preferences={"achievement_alerts": False})
-    event = _event(a.org, event_type="achievement_earned", target_user=a.student_user,
-                   source_table="student_achievements", source_record_id=a.award.pk)  # fmt: skip
+        type(a.parent_user).objects.filter(pk=a.parent_user.pk).update(language="ru")
+    with as_user(a.teacher_user):
+        a.attendance.status = "absent"
+        a.attendance.save()
     with dangerously_platform_context():
-        rows = from_events.push_notification_create_for_event(event=event)
-    assert [r.target_user_id for r in rows] == [a.parent_user.pk]
+        source = RealtimeEvent.objects.filter(source_table="attendance").order_by("-seq").first()
+        (notice,) = family_notices_create([source])
+        (push,) = from_events.push_notification_create_for_event(event=notice)
+    assert (push.target_user_id, push.notification_type, push.priority) == (
+        a.parent_user.pk,
+        "attendance_reminder",
+        "high",
+    )
+    texts = notice.event_payload["translations"]
+    assert (push.title_en, push.body_en) == (texts["title"]["en"], texts["message"]["en"])
+    assert push.body_ru == texts["message"]["ru"] and "отсутств" in push.body_ru
+    assert push.prayer_time_aware is False  # a child's whereabouts do not wait for prayer
+
+
+def test_student_preferences_silence_their_own_pushes(schools):
+    from events.reminders import deadline_reminders_send
+    from school.models import HomeTask
+
+    a = schools.a
+    with dangerously_platform_context():
+        type(a.student).objects.filter(pk=a.student.pk).update(
+            realtime_preferences={"achievement_alerts": False, "task_notifications": False, "ranking_updates": True}
+        )
+    achievement = _event(a.org, event_type="achievement_earned", target_user=a.student_user,
+                         source_table="student_achievements", source_record_id=a.award.pk)  # fmt: skip
+    ranking = _event(a.org, event_type="student_ranking_update", target_user=a.student_user,
+                     source_table="student_rankings", source_record_id=a.ranking.pk)  # fmt: skip
+    with dangerously_platform_context():
+        HomeTask.objects.create(
+            organization=a.org, student=a.student, title="Due soon", due_date=timezone.now() + timedelta(hours=2)
+        )
+        deadline_reminders_send(now=timezone.now())
+        reminder = RealtimeEvent.objects.get(event_metadata__event="deadline_reminder")
+        assert from_events.push_notification_create_for_event(event=achievement) == []
+        assert from_events.push_notification_create_for_event(event=reminder) == []
+        assert len(from_events.push_notification_create_for_event(event=ranking)) == 1  # still on
+
+
+def test_attendance_push_translates_the_status_inside_the_sentence(schools):
+    a = schools.a
+    with dangerously_platform_context():
+        type(a.attendance).objects.filter(pk=a.attendance.pk).update(status="absent")
+    event = _event(a.org, event_type="attendance_sync", target_user=a.student_user,
+                   source_table="attendance", source_record_id=a.attendance.pk)  # fmt: skip
+    with dangerously_platform_context():
+        (push,) = from_events.push_notification_create_for_event(event=event)
+    assert push.body_en == "Attendance was recorded: absent."
+    assert "غائب" in push.body_ar and "absent" not in push.body_ar
+    assert "kelmadi" in push.body_uz and "отсутствует" in push.body_ru
 
 
 def test_event_kinds_without_push_create_nothing(schools):
