@@ -513,3 +513,20 @@ def test_urgent_push_is_not_held_for_prayer(schools, providers, make_device, mak
     )
     monkeypatch.setattr(delivery.timezone, "now", lambda: inside)
     assert deliver(push).status == "sent"
+
+
+def test_orm_written_rows_get_the_specs_column_defaults(schools):
+    a = schools.a
+    with dangerously_platform_context():
+        push = PushNotification.objects.create(
+            organization=a.org, target_user=a.student_user, notification_type="system_alert", title_en="t", body_en="b"
+        )
+        push.refresh_from_db()
+        student = type(a.student).objects.create(organization=a.org, full_name="New", date_of_birth="2014-01-01")
+        student.refresh_from_db()
+    assert push.delivery_method == ["push"]
+    assert student.realtime_preferences == {
+        "ranking_updates": True,
+        "task_notifications": True,
+        "achievement_alerts": True,
+    }
