@@ -25,7 +25,8 @@ from django.utils.translation import gettext_lazy as _
 from culture.messages import translated
 from events.models import LANGUAGES, Announcement, RealtimeEvent
 from events.notices import Notice, notices_store
-from harry_realtime.api import ApiError
+from events.topics import notifications_topic
+from harry_realtime.errors import Forbidden, Invalid
 from notifications.from_events import push_notification_create_for_event
 from school.models import Role, User
 
@@ -60,9 +61,9 @@ def announcement_create(
     """Store the announcement and one notice per recipient; an emergency alert's pushes too.
     Runs in the admin's tenant context; sockets and pushes are sent after commit."""
     if sender.role != Role.ADMIN:
-        raise ApiError("forbidden", "Only a school's admins send announcements.", status_code=403)
+        raise Forbidden("forbidden", "Only a school's admins send announcements.")
     if kind == "emergency_alert" and audience != "all":
-        raise ApiError(
+        raise Invalid(
             "emergency_alert_audience", "An emergency alert goes to the whole school: audience must be 'all'."
         )
     title_texts, message_texts = multilingual_text(title), multilingual_text(message)
@@ -83,7 +84,7 @@ def announcement_create(
             recipient_id=user.pk,
             recipient_role=user.role,
             language=user.language,
-            topic=f"notifications:org_{sender.organization_id}:role_{user.role}",
+            topic=notifications_topic(sender.organization_id, user.role),
             event=kind,
             kind=kind,
             notice_key=f"announcement:{announcement.pk}",

@@ -28,6 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from culture.messages import ATTENDANCE_STATUSES, multilingual
 from events.models import RealtimeEvent
 from events.notices import Notice, notice_keys_sent, notices_store
+from events.topics import notifications_topic
 from school.models import Student, User
 
 FAMILY_ATTENDANCE_STATUSES = frozenset({"absent", "late"})
@@ -191,7 +192,7 @@ def family_notices_create(events: Iterable[RealtimeEvent]) -> list[RealtimeEvent
                     recipient_id=user.pk,
                     recipient_role=user.role,
                     language=user.language,
-                    topic=f"notifications:org_{draft.source.organization_id}:role_{user.role}",
+                    topic=notifications_topic(draft.source.organization_id, user.role),
                     event="family_notice",
                     kind=draft.kind,
                     notice_key=draft.key,

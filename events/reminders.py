@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from culture.messages import multilingual
 from events.models import RealtimeEvent
 from events.notices import Notice, notices_store
+from events.topics import tasks_topic
 from school.models import HomeTask
 
 # (threshold name, how long before the due time), tightest first.
@@ -74,7 +75,7 @@ def deadline_reminders_send(*, now: datetime, limit: int = 1000) -> int:
                 recipient_id=user.pk,
                 recipient_role=user.role,
                 language=user.language,
-                topic=f"tasks:org_{task.organization_id}:student_{task.student_id}",
+                topic=tasks_topic(task.organization_id, task.student_id),
                 event="deadline_reminder",
                 kind="deadline_reminder",
                 notice_key=f"deadline:{task.pk}:{threshold}",

@@ -12,7 +12,8 @@ from rest_framework.response import Response
 
 from events.announcements import announcement_create, announcement_delivery
 from events.models import ANNOUNCEMENT_AUDIENCES, ANNOUNCEMENT_KINDS, LANGUAGES, Announcement
-from harry_realtime.api import ApiError, TenantAPIView, created
+from harry_realtime.api import TenantAPIView, created
+from harry_realtime.errors import Forbidden, NotFound
 from school.models import Role
 
 MAX_TITLE, MAX_MESSAGE = 200, 2000
@@ -67,7 +68,7 @@ class AnnouncementsView(TenantAPIView):
     @extend_schema(request=AnnouncementRequestSerializer, summary="Send a school-wide announcement (admins)")
     def post(self, request):
         if request.user.role != Role.ADMIN:
-            raise ApiError("forbidden", "Only a school's admins send announcements.", status_code=403)
+            raise Forbidden("forbidden", "Only a school's admins send announcements.")
         body = AnnouncementRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -86,8 +87,8 @@ class AnnouncementView(TenantAPIView):
     @extend_schema(summary="An announcement and its delivery summary (admins)")
     def get(self, request, announcement_id):
         if request.user.role != Role.ADMIN:
-            raise ApiError("forbidden", "Only a school's admins read announcements.", status_code=403)
+            raise Forbidden("forbidden", "Only a school's admins read announcements.")
         announcement = Announcement.objects.filter(pk=announcement_id).first()
         if announcement is None:
-            raise ApiError("announcement_not_found", "No such announcement.", status_code=404)
+            raise NotFound("announcement_not_found", "No such announcement.")
         return Response({"announcement": announcement_json(announcement)})

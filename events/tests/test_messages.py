@@ -13,9 +13,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from events import messages
+from events.announcements import announcement_create
 from events.listener import Listener
 from events.models import RealtimeEvent
-from events.announcements import announcement_create
 from events.services import fan_out
 from events.topics import attendance_topic, notifications_topic
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
