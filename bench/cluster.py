@@ -79,22 +79,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_accepting(port: int, timeout: float = 60.0) -> None:
+def spawn(args: list[str], env: dict, port: int, timeout: float = 60.0) -> subprocess.Popen:
+    """Start a server and wait until it accepts on `port`; RuntimeError when it exits or never does."""
+    # Output to a file, not a pipe: a server must never block on a full pipe mid-run.
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            return proc
         except OSError:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"{args[0]} exited: {log.read()[-500:]}") from None
             if time.monotonic() > deadline:
-                raise
+                proc.kill()
+                raise RuntimeError(f"{args[0]} did not accept on port {port}") from None
             time.sleep(0.1)
-
-
-def spawn(args: list[str], env: dict, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_accepting(port)
-    return proc
 
 
 def start_web(env: dict) -> tuple[subprocess.Popen, int]:
@@ -109,7 +111,6 @@ def start_proxy(backends: list[int], workdir: str) -> tuple[subprocess.Popen, in
     config = Path(workdir) / f"haproxy-{port}.cfg"
     servers = "\n".join(f"    server web{i} 127.0.0.1:{p}" for i, p in enumerate(backends, 1))
     config.write_text(
-        "global\n    maxconn 20000\n"
         "defaults\n    mode http\n    timeout connect 5s\n    timeout client 75s\n    timeout server 75s\n"
         "    timeout tunnel 1h\n"
         f"frontend http\n    bind 127.0.0.1:{port}\n    default_backend web\n"
@@ -354,9 +355,11 @@ def main() -> int:
             setup = f"{processes} web"
             # A fresh Redis prefix per set-up: the previous sockets' connection slots lapse only later.
             web_env = {**env, "CHANNEL_LAYER_PREFIX": f"bench{secrets.token_hex(3)}"}
-            webs = [start_web(web_env) for _ in range(processes)]
-            proxy, proxy_port = start_proxy([p for _, p in webs], workdir)
+            webs: list = []
+            proxy = None
             try:
+                webs = [start_web(web_env) for _ in range(processes)]
+                proxy, proxy_port = start_proxy([p for _, p in webs], workdir)
                 print(f"[bench] {setup}: {CLIENTS} clients through HAProxy", file=sys.stderr)
                 url = f"ws://127.0.0.1:{proxy_port}"
                 pids = [proc.pid for proc, _ in webs]
@@ -365,8 +368,10 @@ def main() -> int:
                     print(f"[bench] {setup}: {IDLE_SOCKETS} idle sockets", file=sys.stderr)
                     web_url = f"ws://127.0.0.1:{webs[0][1]}"
                     memory.append(measured("memory", idle_memory("1 web", web_url, pids[0], topic, tokens)))
+            except RuntimeError as error:
+                print(f"[bench] {setup}: not measured ({error})")
             finally:
-                stop([proxy, *[proc for proc, _ in webs]])
+                stop([p for p in (proxy, *[proc for proc, _ in webs]) if p is not None])
     finally:
         subprocess.run([sys.executable, str(ROOT / "e2e" / "prepare.py"), "drop", name], cwd=ROOT, check=False)
     report(rows, [m for m in memory if m])
