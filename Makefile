@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The stamp covers both requirement sets: a change to either reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test test-cluster lint venv bench-gateway bench-pipeline bench-sync clean-data
+.PHONY: run test test-cluster lint fuzz venv bench-gateway bench-pipeline bench-sync clean-data
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ test: venv
 # Scale-out on real HAProxy, PgBouncer and Redis Sentinel (installed when missing); a few minutes.
 test-cluster: venv
 	bash scripts/test-cluster.sh
+
+# Schema-driven API fuzzing, longer than the bounded run in `make test` (README: Testing).
+fuzz: venv
+	bash scripts/fuzz.sh --max-examples 100 --phases examples,coverage,fuzzing,stateful
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports

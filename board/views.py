@@ -11,6 +11,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView
@@ -19,6 +20,7 @@ from harry_realtime.errors import Forbidden
 from harry_realtime.middleware import user_scope
 
 from . import selectors
+from .serializers import BoardSnapshotSerializer
 
 LOGIN_URL = "board-login"
 
@@ -76,6 +78,7 @@ class BoardSnapshotView(TenantAPIView):
     today's attendance counts), the school's last events with their delivery status, and the
     pipeline's health. Admins see every group, teachers their own."""
 
+    @extend_schema(responses={200: BoardSnapshotSerializer})
     def get(self, request):
         if not selectors.may_use_board(request.user):
             raise Forbidden("forbidden_role", "The staff board is for admins and teachers.")

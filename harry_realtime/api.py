@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -129,3 +130,11 @@ class TenantAPIView(APIView):
 
 def created(data) -> Response:
     return Response(data, status=status.HTTP_201_CREATED)
+
+
+def not_found(request, exception) -> HttpResponse:
+    """Django's 404 view (`handler404`): a path under /api/ or /realtime/ that matches no route
+    answers the API's JSON error, not an HTML page; the admin keeps Django's page."""
+    if request.path.startswith(("/api/", "/realtime/")):
+        return JsonResponse(error_body("not_found", "No such resource or route."), status=404)
+    return defaults.page_not_found(request, exception)

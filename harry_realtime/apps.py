@@ -43,6 +43,7 @@ class HarryRealtimeConfig(AppConfig):
     verbose_name = "Harry Realtime platform"
 
     def ready(self) -> None:
+        from . import openapi  # noqa: F401 - registers the schema's authentication extensions
         from .logredact import install
 
         install()

@@ -3,8 +3,8 @@
 Clients put their JWT in URLs (`?apikey=...` on the WebSocket, `?access_token=...`), and the ASGI
 server logs URLs (uvicorn: `"WebSocket /realtime/v1/websocket?...&apikey=..." [accepted]`, and its
 access log). The filter masks secret query parameters and anything shaped like a JWT in the
-message and in its arguments, keeping the arguments' shape (uvicorn's access formatter reads them
-by position).
+message, in its arguments (keeping their shape: uvicorn's access formatter reads them by
+position) and in the structured fields passed as `extra`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import re
 _SECRET_PARAMETER = re.compile(r"(?i)\b(apikey|api_key|access_token|refresh_token|refresh|token)=[^&\s\"'#]+")
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 REDACTED = "[REDACTED]"
+# Attributes every LogRecord has; the others came from `extra` (structured fields).
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
 def redact(text: str) -> str:
@@ -36,6 +38,9 @@ class RedactSecrets(logging.Filter):
             record.args = tuple(_redact_value(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {name: _redact_value(arg) for name, arg in record.args.items()}
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD and isinstance(value, str):
+                setattr(record, name, redact(value))
         return True
 
 

@@ -236,6 +236,18 @@ SPECTACULAR_SETTINGS = {
     # Schema completeness is an API-docs matter, checked by `manage.py spectacular --validate`,
     # not a deployment check: `check --deploy` reports security settings only.
     "ENABLE_DJANGO_DEPLOY_CHECK": False,
+    # One name per choice set used in several places.
+    "ENUM_NAME_OVERRIDES": {
+        "RealtimePriorityEnum": "events.models.PRIORITIES",
+        "PushPriorityEnum": "notifications.models.PRIORITIES",
+        "SubscriptionTypeEnum": "events.models.SUBSCRIPTION_TYPES",
+        "BatteryModeEnum": ["battery_saver", "high_performance", "standard"],
+    },
+    # Error responses every operation shares (harry_realtime/openapi.py); enums as by default.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "harry_realtime.openapi.add_error_responses",
+    ],
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", redis_conn.celery_broker(REDIS_URL, _SENTINELS))

@@ -7,6 +7,8 @@ from board.views import BoardSnapshotView
 from .health import healthz
 from .metrics import metrics
 
+handler404 = "harry_realtime.api.not_found"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),

@@ -10,6 +10,9 @@ ruff format --check .
 lint-imports
 python manage.py makemigrations --check --dry-run --verbosity 0
 python -m pytest -q "$@"
+# Schema-driven fuzzing of the REST API against a real server: a few examples per operation with
+# a fixed seed (`make fuzz` runs many more); no 5xx, every answer as the OpenAPI schema says.
+python scripts/fuzz_api.py --max-examples 5
 if [ -f e2e/package.json ]; then
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
 fi

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView
@@ -38,6 +40,14 @@ class CulturalContextView(TenantAPIView):
     """Without `date`: the context now. With `date`: that day's context at the current local
     time of day (so a client can preview tomorrow's timetable and Hijri date)."""
 
+    @extend_schema(
+        parameters=[OpenApiParameter("date", OpenApiTypes.DATE, description="YYYY-MM-DD, 1924-08-01..2077-11-16")],
+        responses={
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="Prayer times, Hijri date, Ramadan mode… (docs/culture.md)"
+            )
+        },
+    )
     def get(self, request):
         day = parse_day(request.query_params.get("date"), language=request.user.language)
         organization = Organization.objects.get(pk=self.tenant.organization_id)

@@ -13,9 +13,11 @@ from rest_framework.response import Response
 from events.services import broadcast_event_create, client_broadcast_send
 from harry_realtime.api import TenantAPIView
 from harry_realtime.auth import JWTAuthentication, TokenError, load_user, verify_token
+from harry_realtime.openapi import errors
 
 from .serializers import (
     BroadcastEventRequestSerializer,
+    BroadcastEventResponseSerializer,
     BroadcastEventResultSerializer,
     ClientBroadcastRequestSerializer,
 )
@@ -24,7 +26,7 @@ from .serializers import (
 class BroadcastEventView(TenantAPIView):
     @extend_schema(
         request=BroadcastEventRequestSerializer,
-        responses={201: BroadcastEventResultSerializer(many=True)},
+        responses={201: BroadcastEventResponseSerializer, **errors(413)},
         summary="Store an educational event for its targets, then deliver it to their topics",
     )
     def post(self, request):
@@ -78,7 +80,11 @@ class RealtimeKeyAuthentication(JWTAuthentication):
 class RealtimeBroadcastView(TenantAPIView):
     authentication_classes = [RealtimeKeyAuthentication]
 
-    @extend_schema(request=ClientBroadcastRequestSerializer, responses={202: None}, summary="Client broadcast (REST)")
+    @extend_schema(
+        request=ClientBroadcastRequestSerializer,
+        responses={202: None, **errors(413)},
+        summary="Client broadcast (REST)",
+    )
     def post(self, request):
         body = ClientBroadcastRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -91,7 +97,11 @@ class RealtimeTopicEventView(TenantAPIView):
 
     authentication_classes = [RealtimeKeyAuthentication]
 
-    @extend_schema(request=dict, responses={202: None}, summary="Client broadcast to one topic (REST)")
+    @extend_schema(
+        request={"application/json": {"description": "the broadcast payload: any JSON value"}},
+        responses={202: None, **errors(413)},
+        summary="Client broadcast to one topic (REST)",
+    )
     def post(self, request, topic: str, event: str):
         message = {"topic": topic, "event": event, "payload": request.data}
         client_broadcast_send(sender=request.user, messages=[message])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +13,8 @@ from events.recipients import broadcast_for_recipient
 from events.topics import topics_for_user
 from harry_realtime.api import TenantAPIView
 from harry_realtime.errors import Invalid
+
+from .serializers import PollResponseSerializer
 
 
 class PollQuerySerializer(serializers.Serializer):
@@ -31,6 +34,7 @@ class PollView(TenantAPIView):
     """The user's visible events after `since`, in seq order, each as the messages its topics
     carried (FERPA-filtered for this user), and `next` to pass as `since` next time."""
 
+    @extend_schema(parameters=[PollQuerySerializer], responses={200: PollResponseSerializer})
     def get(self, request: Request) -> Response:
         query = PollQuerySerializer(data=request.query_params)
         if not query.is_valid():

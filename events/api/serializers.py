@@ -47,7 +47,11 @@ class BroadcastEventResultSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     seq = serializers.IntegerField()
     topics = serializers.ListField(child=serializers.CharField())
-    scheduledFor = serializers.DateTimeField()
+    scheduledFor = serializers.DateTimeField(allow_null=True)
+
+
+class BroadcastEventResponseSerializer(serializers.Serializer):
+    events = BroadcastEventResultSerializer(many=True)
 
 
 class ClientBroadcastMessageSerializer(serializers.Serializer):
@@ -59,3 +63,18 @@ class ClientBroadcastMessageSerializer(serializers.Serializer):
 
 class ClientBroadcastRequestSerializer(serializers.Serializer):
     messages = ClientBroadcastMessageSerializer(many=True, allow_empty=False, max_length=100)
+
+
+class PollEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="the event's seq")
+    event_type = serializers.CharField()
+    priority = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    messages = serializers.ListField(
+        child=serializers.DictField(), help_text="{topic, type: broadcast|postgres_changes, ...} as on the socket"
+    )
+
+
+class PollResponseSerializer(serializers.Serializer):
+    events = PollEventSerializer(many=True)
+    next = serializers.IntegerField(help_text="pass as `since` next time")

@@ -1,5 +1,6 @@
 import json
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from notifications.models import LANGUAGES, NOTIFICATION_TYPES, PLATFORMS, PRIORITIES, DeviceToken, PushNotification
@@ -40,6 +41,19 @@ class DeviceSerializer(serializers.ModelSerializer):
         fields = ["id", "platform", "app_version", "language", "is_active", "last_registered_at", "created_at"]
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            {
+                "type": "object",
+                "properties": {lang: {"type": "string"} for lang in LANGUAGES},
+                "required": ["en"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+)
 class TextField(serializers.Field):
     """A plain string (English) or a mapping of en/uz/ru/ar to text, with English required."""
 
@@ -108,3 +122,7 @@ class NotificationSerializer(serializers.ModelSerializer):
             "action_taken_at",
             "created_at",
         ]
+
+
+class DeviceListSerializer(serializers.Serializer):
+    devices = DeviceSerializer(many=True)

@@ -3,10 +3,12 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView, created
+from harry_realtime.openapi import errors
 from notifications import devices, selectors, services
 
 from .serializers import (
     ActionSerializer,
+    DeviceListSerializer,
     DeviceRegisterSerializer,
     DeviceSerializer,
     NotificationSerializer,
@@ -16,11 +18,13 @@ from .serializers import (
 
 
 class DeviceListView(TenantAPIView):
-    @extend_schema(responses={200: DeviceSerializer(many=True)})
+    @extend_schema(responses={200: DeviceListSerializer})
     def get(self, request):
         return Response({"devices": DeviceSerializer(selectors.device_tokens_of(user=request.user), many=True).data})
 
-    @extend_schema(request=DeviceRegisterSerializer, responses={201: DeviceSerializer, 200: DeviceSerializer})
+    @extend_schema(
+        request=DeviceRegisterSerializer, responses={201: DeviceSerializer, 200: DeviceSerializer, **errors(409)}
+    )
     def post(self, request):
         body = DeviceRegisterSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -30,7 +34,7 @@ class DeviceListView(TenantAPIView):
 
 
 class DeviceDetailView(TenantAPIView):
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(404)})
     def delete(self, request, device_id):
         devices.device_token_deactivate(device_id=device_id, reason="deleted_by_user")
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -46,7 +50,7 @@ class NotificationSendView(TenantAPIView):
 
 
 class TeacherMessageView(TenantAPIView):
-    @extend_schema(request=TeacherMessageSerializer, responses={201: NotificationSerializer(many=True)})
+    @extend_schema(request=TeacherMessageSerializer, responses={201: NotificationSerializer(many=True), **errors(404)})
     def post(self, request):
         body = TeacherMessageSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -55,14 +59,14 @@ class TeacherMessageView(TenantAPIView):
 
 
 class NotificationOpenedView(TenantAPIView):
-    @extend_schema(request=None, responses=NotificationSerializer)
+    @extend_schema(request=None, responses={200: NotificationSerializer, **errors(404)})
     def post(self, request, notification_id):
         row = services.push_notification_mark_opened(notification_id=notification_id, user=request.user)
         return Response(NotificationSerializer(row).data)
 
 
 class NotificationActionView(TenantAPIView):
-    @extend_schema(request=ActionSerializer, responses=NotificationSerializer)
+    @extend_schema(request=ActionSerializer, responses={200: NotificationSerializer, **errors(404)})
     def post(self, request, notification_id):
         body = ActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)

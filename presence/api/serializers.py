@@ -96,3 +96,137 @@ class MarkSerializer(serializers.Serializer):
     notes = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     attendanceDate = serializers.DateField(required=False)
     override = serializers.BooleanField(default=False)
+
+
+# -- Response shapes (documentation: the views build these dicts) ------------------------------
+
+
+class CulturalContextBriefSerializer(serializers.Serializer):
+    currentPrayerTime = serializers.CharField(allow_null=True)
+    currentPrayer = serializers.CharField(allow_null=True)
+    nextPrayerTime = serializers.CharField(allow_null=True)
+    nextPrayer = serializers.CharField(allow_null=True)
+    prayerTimeStatus = serializers.CharField()
+    prayerTimeRemaining = serializers.IntegerField(allow_null=True)
+    ramadanMode = serializers.BooleanField()
+    islamicDate = serializers.CharField(allow_null=True)
+
+
+class OfflineCapabilitiesSerializer(serializers.Serializer):
+    maxQueueSize = serializers.IntegerField()
+    encryptionEnabled = serializers.BooleanField()
+    compressionEnabled = serializers.BooleanField()
+
+
+class ConnectResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    connectionId = serializers.CharField()
+    websocketUrl = serializers.CharField()
+    subscriptionChannels = serializers.ListField(child=serializers.CharField())
+    heartbeatInterval = serializers.IntegerField(help_text="milliseconds")
+    culturalContext = CulturalContextBriefSerializer()
+    offlineCapabilities = OfflineCapabilitiesSerializer()
+    omittedChannels = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Channels over the per-connection limit."
+    )
+
+
+class DisconnectResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    connectionId = serializers.CharField()
+    status = serializers.CharField()
+    reason = serializers.ChoiceField(choices=DISCONNECT_REASONS)
+    pendingSyncOperations = serializers.IntegerField(required=False, help_text="With syncPendingData.")
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    subscriptionId = serializers.UUIDField()
+    channel = serializers.CharField()
+    subscriptionType = serializers.CharField()
+    connectionStatus = serializers.CharField()
+    expiresAt = serializers.DateTimeField(allow_null=True)
+
+
+class SubscribeResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    connectionId = serializers.UUIDField()
+    subscriptions = SubscriptionSerializer(many=True)
+
+
+class UnsubscribeResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    subscriptionId = serializers.CharField()
+
+
+class PresenceEntrySerializer(serializers.Serializer):
+    userId = serializers.UUIDField()
+    userName = serializers.CharField(allow_null=True, allow_blank=True)
+    userType = serializers.CharField()
+    deviceId = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    activity = serializers.CharField(allow_null=True)
+    customStatus = serializers.CharField(allow_null=True)
+    currentScreen = serializers.CharField(allow_null=True)
+    groupId = serializers.UUIDField(allow_null=True)
+    lessonId = serializers.UUIDField(allow_null=True)
+    platform = serializers.CharField(allow_null=True)
+    connectionQuality = serializers.CharField(allow_null=True)
+    prayerTimeStatus = serializers.CharField(allow_null=True)
+    currentPrayer = serializers.CharField(allow_null=True)
+    lastSeen = serializers.DateTimeField(allow_null=True)
+    statusChangedAt = serializers.DateTimeField(allow_null=True)
+    sessionStart = serializers.DateTimeField(allow_null=True)
+
+
+class PresenceResponseSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=["group", "organization"])
+    groupId = serializers.UUIDField(required=False)
+    onlineUsers = serializers.IntegerField()
+    presence = PresenceEntrySerializer(many=True)
+
+
+class MarkerSerializer(serializers.Serializer):
+    teacherId = serializers.UUIDField(allow_null=True)
+    userId = serializers.UUIDField()
+    name = serializers.CharField(allow_blank=True)
+
+
+class MarkingTeacherSerializer(serializers.Serializer):
+    userId = serializers.UUIDField()
+    name = serializers.CharField(allow_null=True, allow_blank=True)
+    until = serializers.CharField()
+
+
+class MarkingStartResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    groupId = serializers.UUIDField()
+    studentIds = serializers.ListField(child=serializers.UUIDField())
+    teacher = MarkerSerializer()
+    until = serializers.CharField(help_text="ISO 8601, when the claims lapse")
+    timestamp = serializers.IntegerField(help_text="milliseconds since the epoch")
+    markingTeachers = MarkingTeacherSerializer(many=True)
+
+
+class MarkingFinishResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    groupId = serializers.UUIDField()
+    studentIds = serializers.ListField(child=serializers.UUIDField())
+    teacher = MarkerSerializer()
+    sessionEnded = serializers.BooleanField()
+    timestamp = serializers.IntegerField()
+
+
+class MarkedAttendanceSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    studentId = serializers.UUIDField()
+    groupId = serializers.UUIDField()
+    teacherId = serializers.CharField()
+    status = serializers.CharField()
+    attendanceDate = serializers.DateField()
+    markedBy = serializers.CharField()
+    syncVersion = serializers.IntegerField()
+
+
+class MarkResponseSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    attendance = MarkedAttendanceSerializer()

@@ -2,11 +2,13 @@
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from culture.selectors import client_cultural_context, cultural_context_for
 from harry_realtime.api import TenantAPIView, created
 from harry_realtime.errors import Invalid
+from harry_realtime.openapi import errors
 from school.services import user_family_engagement_set
 
 from .. import attendance, selectors, services
@@ -25,6 +27,7 @@ def websocket_url(request) -> str:
 
 
 class ConnectView(TenantAPIView):
+    @extend_schema(request=s.ConnectSerializer, responses={200: s.ConnectResponseSerializer, **errors(429)})
     def post(self, request):
         data = _valid(s.ConnectSerializer, request.data)
         user = request.user
@@ -59,6 +62,7 @@ class ConnectView(TenantAPIView):
 
 
 class DisconnectView(TenantAPIView):
+    @extend_schema(request=s.DisconnectSerializer, responses={200: s.DisconnectResponseSerializer, **errors(404)})
     def post(self, request):
         data = _valid(s.DisconnectSerializer, request.data)
         result = services.connection_close(
@@ -102,6 +106,7 @@ def _unapplied_subscribe_options(raw: dict) -> list[str]:
 
 
 class SubscribeView(TenantAPIView):
+    @extend_schema(request=s.SubscribeSerializer, responses={201: s.SubscribeResponseSerializer, **errors(404, 409)})
     def post(self, request):
         data = _valid(s.SubscribeSerializer, request.data)
         _refuse_unapplied(_unapplied_subscribe_options(request.data))
@@ -124,6 +129,7 @@ class SubscribeView(TenantAPIView):
 
 
 class UnsubscribeView(TenantAPIView):
+    @extend_schema(request=s.UnsubscribeSerializer, responses={200: s.UnsubscribeResponseSerializer})
     def delete(self, request, subscription_id):
         data = _valid(s.UnsubscribeSerializer, request.data)
         # Nothing is buffered per subscription (events stay stored for replay), so nothing can be flushed.
@@ -160,6 +166,7 @@ def _presence_json(row) -> dict:
 
 
 class PresenceView(TenantAPIView):
+    @extend_schema(parameters=[s.PresenceQuerySerializer], responses={200: s.PresenceResponseSerializer, **errors(404)})
     def get(self, request):
         query = _valid(s.PresenceQuerySerializer, request.query_params)
         user = request.user
@@ -179,6 +186,9 @@ class PresenceView(TenantAPIView):
 
 
 class MarkingView(TenantAPIView):
+    @extend_schema(
+        request=s.MarkingStartSerializer, responses={200: s.MarkingStartResponseSerializer, **errors(404, 409)}
+    )
     def post(self, request):
         data = _valid(s.MarkingStartSerializer, request.data)
         ids = data.get("studentIds")
@@ -192,11 +202,13 @@ class MarkingView(TenantAPIView):
 
 
 class MarkingFinishView(TenantAPIView):
+    @extend_schema(responses={200: s.MarkingFinishResponseSerializer})
     def delete(self, request, group_id):
         return Response({"success": True, **attendance.attendance_marking_finish(user=request.user, group_id=group_id)})
 
 
 class MarkView(TenantAPIView):
+    @extend_schema(request=s.MarkSerializer, responses={200: s.MarkResponseSerializer, **errors(404, 409)})
     def post(self, request):
         data = _valid(s.MarkSerializer, request.data)
         row = attendance.attendance_mark(

@@ -10,6 +10,7 @@ from harry_realtime import throttle
 from harry_realtime.api import TenantAPIView
 from harry_realtime.auth import TokenError
 from harry_realtime.errors import Forbidden, NotAuthenticated, TooMany, Unavailable
+from harry_realtime.openapi import errors
 from school import selectors
 from school.models import User
 
@@ -24,7 +25,22 @@ class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=TokenRequestSerializer, responses=TokenPairSerializer)
+    @extend_schema(
+        request=TokenRequestSerializer,
+        responses={
+            200: TokenPairSerializer,
+            **errors(
+                401,
+                403,
+                429,
+                503,
+                s401="Wrong username or password (`invalid_credentials`).",
+                s403="A platform account without a school (`no_organization`).",
+                s429="Too many failed sign-ins for this account or address (`too_many_login_attempts`).",
+            ),
+        },
+        auth=[],
+    )
     def post(self, request):
         body = TokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -56,7 +72,18 @@ class TokenRefreshView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=RefreshRequestSerializer, responses=TokenPairSerializer)
+    @extend_schema(
+        request=RefreshRequestSerializer,
+        responses={
+            200: TokenPairSerializer,
+            **errors(
+                401,
+                s401="Invalid or expired (`invalid_token`, `token_expired`), signed out (`token_revoked`) or"
+                " already spent (`refresh_token_reused`: the whole session is revoked).",
+            ),
+        },
+        auth=[],
+    )
     def post(self, request):
         body = RefreshRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)

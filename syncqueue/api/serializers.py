@@ -103,3 +103,95 @@ def parse_operation(raw: Any, *, batch_context: dict) -> IncomingOperation | dic
         islamic_calendar_date=cultural.get("islamicDate") or batch_context.get("islamicDate"),
         size_bytes=len(jsonutil.dumps(raw, default=str)),
     )
+
+
+# -- Documentation of the shapes (the views parse operations leniently and build the answers) ----
+
+
+class OfflineOperationSerializer(serializers.Serializer):
+    """One queued operation (spec OfflineOperation); a malformed one fails on its own."""
+
+    id = serializers.CharField(max_length=MAX_ID_LENGTH, help_text="the device's own operation id")
+    operation = serializers.ChoiceField(choices=OPERATION_TYPES)
+    tableName = serializers.CharField()
+    recordId = serializers.UUIDField(required=False, allow_null=True)
+    data = serializers.DictField(required=False, help_text="the row's fields (INSERT, UPDATE)")
+    oldData = serializers.DictField(required=False, allow_null=True)
+    timestamp = serializers.DateTimeField()
+    syncVersion = serializers.IntegerField(required=False, allow_null=True)
+    priority = serializers.IntegerField(required=False)
+    conflictResolutionStrategy = serializers.ChoiceField(choices=STRATEGIES, required=False, allow_null=True)
+    offlineDataHash = serializers.CharField(required=False, allow_null=True)
+    culturalContext = serializers.DictField(required=False, allow_null=True)
+
+
+class QueueSyncRequestDocSerializer(QueueSyncRequestSerializer):
+    operations = OfflineOperationSerializer(many=True, allow_empty=False)
+
+    class Meta:
+        ref_name = "QueueSyncRequest"
+
+
+class OperationResultSerializer(serializers.Serializer):
+    id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["completed", "conflict", "failed", "duplicate", "pending"])
+    tableName = serializers.CharField(required=False)
+    recordId = serializers.CharField(required=False, allow_null=True)
+    priority = serializers.IntegerField(required=False)
+    record = serializers.DictField(required=False, allow_null=True)
+    syncVersion = serializers.IntegerField(required=False, allow_null=True)
+    conflict = serializers.DictField(required=False, allow_null=True)
+    error = serializers.DictField(required=False, help_text="{code, message, details?} of a failed operation")
+    original = serializers.DictField(required=False, help_text="the stored result of a duplicate")
+
+
+class QueueSyncResponseSerializer(serializers.Serializer):
+    deviceId = serializers.CharField()
+    results = OperationResultSerializer(many=True)
+    appliedOrder = serializers.ListField(child=serializers.CharField())
+    summary = serializers.DictField(child=serializers.IntegerField(), help_text="count per result status")
+
+
+class SyncStatusResponseSerializer(serializers.Serializer):
+    deviceId = serializers.CharField()
+    pendingOperations = serializers.IntegerField()
+    conflictsDetected = serializers.IntegerField()
+    lastSuccessfulSync = serializers.DateTimeField(allow_null=True)
+    estimatedSyncTime = serializers.IntegerField(help_text="milliseconds")
+    culturalBlockers = serializers.DictField(child=serializers.BooleanField())
+    networkOptimization = serializers.DictField()
+
+
+class ChangeSerializer(serializers.Serializer):
+    table = serializers.CharField()
+    id = serializers.UUIDField()
+    op = serializers.ChoiceField(choices=["upsert", "delete"])
+    syncVersion = serializers.IntegerField(allow_null=True)
+    record = serializers.DictField(required=False, help_text="upserts only")
+
+
+class SyncChangesResponseSerializer(serializers.Serializer):
+    changes = ChangeSerializer(many=True)
+    nextCursor = serializers.CharField()
+    hasMore = serializers.BooleanField()
+
+
+class SyncChangesQuerySerializer(serializers.Serializer):
+    cursor = serializers.CharField(required=False, help_text="nextCursor of the previous page")
+    tables = serializers.CharField(required=False, help_text="comma-separated table names; default all")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=200)
+
+
+class PendingConflictsResponseSerializer(serializers.Serializer):
+    conflicts = serializers.ListField(child=serializers.DictField())
+    totalCount = serializers.IntegerField()
+    culturalGuidance = serializers.DictField()
+
+
+class ConflictResolutionResponseSerializer(serializers.Serializer):
+    conflictId = serializers.UUIDField()
+    status = serializers.CharField()
+    resolution = serializers.CharField()
+    result = serializers.DictField(allow_null=True)
+    record = serializers.DictField(allow_null=True)
+    syncVersion = serializers.IntegerField(allow_null=True)

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView
 from harry_realtime.errors import Forbidden, Invalid, NotFound, TooLarge
+from harry_realtime.openapi import errors
 from school.models import Role, User
 from syncqueue import selectors, services, upload
 from syncqueue.models import SYNCABLE_TABLES
 
-from .serializers import ConflictResolutionRequestSerializer, QueueSyncRequestSerializer, parse_operation
+from .serializers import (
+    ConflictResolutionRequestSerializer,
+    ConflictResolutionResponseSerializer,
+    PendingConflictsResponseSerializer,
+    QueueSyncRequestDocSerializer,
+    QueueSyncRequestSerializer,
+    QueueSyncResponseSerializer,
+    SyncChangesQuerySerializer,
+    SyncChangesResponseSerializer,
+    SyncStatusResponseSerializer,
+    parse_operation,
+)
 
 MAX_CHANGES_PAGE = 1000
 
@@ -24,6 +37,11 @@ class SyncQueueView(TenantAPIView):
     # never undoes the rest of the batch (services module docstring).
     tenant_transaction = False
 
+    @extend_schema(
+        request=QueueSyncRequestDocSerializer,
+        responses={200: QueueSyncResponseSerializer, **errors(413)},
+        summary="Apply a device's queued operations, each exactly once; one result per operation",
+    )
     def post(self, request: Request) -> Response:
         operations = request.data.get("operations") if isinstance(request.data, dict) else None
         limit = settings.SYNC_MAX_BATCH_OPERATIONS
@@ -47,6 +65,7 @@ class SyncQueueView(TenantAPIView):
 class SyncStatusView(TenantAPIView):
     """GET /api/realtime/sync/status/{deviceId}"""
 
+    @extend_schema(responses={200: SyncStatusResponseSerializer})
     def get(self, request: Request, device_id: str) -> Response:
         return Response(selectors.sync_status(device_id=device_id))
 
@@ -54,6 +73,7 @@ class SyncStatusView(TenantAPIView):
 class SyncChangesView(TenantAPIView):
     """GET /api/realtime/sync/changes?cursor=&tables=&limit=: the delta pull after coming online."""
 
+    @extend_schema(parameters=[SyncChangesQuerySerializer], responses={200: SyncChangesResponseSerializer})
     def get(self, request: Request) -> Response:
         try:
             cursor = selectors.Cursor.decode(request.query_params.get("cursor", ""))
@@ -75,6 +95,7 @@ class SyncChangesView(TenantAPIView):
 class PendingConflictsView(TenantAPIView):
     """GET /api/realtime/conflicts/pending/{userId}: the user themself or an admin of their school."""
 
+    @extend_schema(responses={200: PendingConflictsResponseSerializer})
     def get(self, request: Request, user_id) -> Response:
         if str(user_id) != str(request.user.pk) and request.user.role != Role.ADMIN:
             raise Forbidden("permission_denied", "Only the user themself or an admin sees their conflicts.")
@@ -88,6 +109,10 @@ class PendingConflictsView(TenantAPIView):
 class ResolveConflictView(TenantAPIView):
     """POST /api/realtime/conflicts/resolve"""
 
+    @extend_schema(
+        request=ConflictResolutionRequestSerializer,
+        responses={200: ConflictResolutionResponseSerializer, **errors(404, 409)},
+    )
     def post(self, request: Request) -> Response:
         serializer = ConflictResolutionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
