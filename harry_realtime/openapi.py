@@ -10,8 +10,6 @@ parameters (an unknown id, or a path that matches no route), 405 and 415 from DR
 
 from __future__ import annotations
 
-import inspect
-
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiResponse
@@ -94,14 +92,8 @@ def _is_authenticated(operation: dict) -> bool:
 
 def add_error_responses(result, generator, request, public):
     """POSTPROCESSING_HOOKS: the shared error responses on every operation (views' own win)."""
-    from .api import TenantAPIView
-
-    # A view without its own docstring inherits the base view's, which says nothing to a client.
-    base_doc = inspect.cleandoc(TenantAPIView.__doc__ or "")
     for path, operations in result.get("paths", {}).items():
         for operation in operations.values():
-            if operation.get("description", "").strip() == base_doc:
-                del operation["description"]
             codes = ["400", "405"]
             if operation.get("requestBody"):
                 codes.append("415")
