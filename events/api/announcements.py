@@ -14,6 +14,7 @@ from events.announcements import announcement_create, announcement_delivery
 from events.models import ANNOUNCEMENT_AUDIENCES, ANNOUNCEMENT_KINDS, LANGUAGES, Announcement
 from harry_realtime.api import TenantAPIView, created
 from harry_realtime.errors import Forbidden, NotFound
+from harry_realtime.openapi import errors
 from school.models import Role
 
 MAX_TITLE, MAX_MESSAGE = 200, 2000
@@ -50,6 +51,22 @@ class AnnouncementRequestSerializer(serializers.Serializer):
     expiresInHours = serializers.IntegerField(min_value=1, max_value=720, default=72)
 
 
+class AnnouncementSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    type = serializers.ChoiceField(choices=ANNOUNCEMENT_KINDS)
+    audience = serializers.ChoiceField(choices=ANNOUNCEMENT_AUDIENCES)
+    title = serializers.DictField(child=serializers.CharField(), help_text="text per language")
+    message = serializers.DictField(child=serializers.CharField(), help_text="text per language")
+    createdAt = serializers.DateTimeField()
+    expiresAt = serializers.DateTimeField(allow_null=True)
+    createdBy = serializers.UUIDField(allow_null=True)
+    delivery = serializers.DictField(help_text="the delivery summary (events/announcements.py)")
+
+
+class AnnouncementResponseSerializer(serializers.Serializer):
+    announcement = AnnouncementSerializer()
+
+
 def announcement_json(announcement: Announcement) -> dict:
     return {
         "id": str(announcement.pk),
@@ -65,7 +82,11 @@ def announcement_json(announcement: Announcement) -> dict:
 
 
 class AnnouncementsView(TenantAPIView):
-    @extend_schema(request=AnnouncementRequestSerializer, summary="Send a school-wide announcement (admins)")
+    @extend_schema(
+        request=AnnouncementRequestSerializer,
+        responses={201: AnnouncementResponseSerializer},
+        summary="Send a school-wide announcement (admins)",
+    )
     def post(self, request):
         if request.user.role != Role.ADMIN:
             raise Forbidden("forbidden", "Only a school's admins send announcements.")
@@ -84,7 +105,10 @@ class AnnouncementsView(TenantAPIView):
 
 
 class AnnouncementView(TenantAPIView):
-    @extend_schema(summary="An announcement and its delivery summary (admins)")
+    @extend_schema(
+        responses={200: AnnouncementResponseSerializer, **errors(404)},
+        summary="An announcement and its delivery summary (admins)",
+    )
     def get(self, request, announcement_id):
         if request.user.role != Role.ADMIN:
             raise Forbidden("forbidden", "Only a school's admins read announcements.")
