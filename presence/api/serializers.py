@@ -114,8 +114,6 @@ class CulturalContextBriefSerializer(serializers.Serializer):
 
 class OfflineCapabilitiesSerializer(serializers.Serializer):
     maxQueueSize = serializers.IntegerField()
-    encryptionEnabled = serializers.BooleanField()
-    compressionEnabled = serializers.BooleanField()
 
 
 class ConnectResponseSerializer(serializers.Serializer):
