@@ -116,6 +116,7 @@ def main() -> int:
     parser.add_argument("--max-examples", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--workers", default="2")
+    parser.add_argument("--exclude-path", action="append", default=[], help="leave this API path out")
     parser.add_argument(
         "--phases", default="examples,fuzzing,stateful", help="schemathesis phases (coverage: boundary values, slow)"
     )
@@ -163,6 +164,7 @@ def main() -> int:
             str(args.max_examples),
             "--phases",
             args.phases,
+            *[option for path in args.exclude_path for option in ("--exclude-path", path)],
             "--workers",
             args.workers,
             "--generation-database",
