@@ -32,7 +32,8 @@ from harry_realtime.tenancy import tenant_context
 from presence import state as presence_state
 from presence.mirror import PresenceMirror
 
-from . import lifecycle, limits, revocation
+from . import lifecycle, limits, profiles, revocation
+from .adaptive import AdaptiveDeliveryMixin
 from .bindings import Binding, BindingError, parse_bindings
 from .delivery import PipelineDeliveryMixin, validate_replay
 from .protocol import (
@@ -96,7 +97,7 @@ def _authorize(claims: TokenClaims, sub_topic: str):
         return user, authorize_topic(user, sub_topic)
 
 
-class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
+class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocketConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.vsn = VSN_1
@@ -109,6 +110,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         self.deadlines_changed = asyncio.Event()
         # Keeps realtime_subscriptions / realtime_presence true for this socket (debounced).
         self.mirror = PresenceMirror()
+        self.open_profile({})
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -126,7 +128,8 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             return
         await self.accept()
         lifecycle.opened(self)
-        self.mirror.opened(websocket_id=self.channel_name, params=params)
+        self.open_profile(params)
+        self.mirror.opened(websocket_id=self.channel_name, params=params, profile=self.profile)
         presence_state.ensure_liveness()
         self.watchdog = asyncio.get_running_loop().create_task(self._watch())
 
@@ -136,6 +139,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         await self.mirror.closed()
         if self.watchdog is not None:
             self.watchdog.cancel()
+        self.close_adaptive()
         for channel in list(self.channels_joined.values()):
             await self.leave_channel(channel, notify=False)
         if self.slot is not None:
@@ -173,6 +177,9 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         lifecycle.message_handled(message.event, time.perf_counter() - started)
 
     async def dispatch_message(self, message: Message) -> None:
+        if message.topic == profiles.PROFILE_TOPIC:
+            await self.handle_profile_message(message)
+            return
         if message.topic == "phoenix":
             if message.event == "heartbeat":
                 await self.handle_heartbeat(message)
@@ -202,8 +209,9 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         await self._reply(message, "ok")
         lifecycle.heartbeat()
         if self.slot is not None:
-            await self.slot.renew()
+            await self.slot.renew(lease=self.connection_lease())
         await self.mirror.heartbeat()
+        await self.observe_heartbeat()
 
     # -- join / leave -------------------------------------------------------------------------
 
@@ -241,6 +249,8 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             raise JoinRefused(f"InvalidPostgresChanges: {exc.reason}") from None
         if (replay_error := validate_replay(config)) is not None:
             raise JoinRefused(replay_error)
+        if (options_error := self.join_options_error(config, sub_topic)) is not None:
+            raise JoinRefused(options_error)
         try:
             user, subject = await _authorize(claims, sub_topic)
         except TokenError as exc:
@@ -250,7 +260,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         if self.slot is None:
             slot = limits.ConnectionSlot(self.channel_name, claims.user_id, claims.organization_id)
             try:
-                await slot.acquire()
+                await slot.acquire(lease=self.connection_lease())
             except limits.ConnectionLimitReached as exc:
                 raise JoinRefused(exc.reason) from None
             self.slot = slot
@@ -279,6 +289,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             # client drops as outdated.
             await self.leave_channel(previous, notify=True)
         self.channels_joined[channel.topic] = channel
+        self.channel_opened(channel)
         await self.channel_layer.group_add(channel.group, self.channel_name)
         self.deadlines_changed.set()
         await self._reply(message, "ok", {"postgres_changes": [b.echo() for b in channel.bindings]})
@@ -296,6 +307,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
         if self.channels_joined.get(channel.topic) is channel:
             del self.channels_joined[channel.topic]
             self.forget_replay(channel)
+            self.channel_closed(channel)
         await self.channel_layer.group_discard(channel.group, self.channel_name)
         if channel.presence_entry is not None:
             await self._untrack(channel)
@@ -341,13 +353,8 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
             return
         if event.get("sender") == self.channel_name and not channel.broadcast_self:
             return
-        if "audience" in event:  # from the outbox listener: row rules, FERPA, replay seam
-            frame = self.pipeline_broadcast_frame(channel, event)
-            if frame is None:
-                return
-            await self.send(text_data=frame)
-            lifecycle.delivered(event)
-            self.mirror.event_delivered()
+        if "audience" in event:  # from the outbox listener: row rules, FERPA, replay seam, profile
+            await self.deliver_pipeline_broadcast(channel, event)
             return
         body = {"type": "broadcast", "event": event["event"], "payload": event.get("payload")}
         if event.get("meta"):
@@ -425,7 +432,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
 
     async def realtime_tick(self, event: dict[str, Any]) -> None:
         """Deadlines reached (sent by this socket's own watchdog, so it runs between messages)."""
-        if time.monotonic() - self.last_frame >= limits.idle_timeout():
+        if time.monotonic() - self.last_frame >= self.idle_timeout():
             log.info("closing socket silent for %.0f s", time.monotonic() - self.last_frame)
             lifecycle.idle_timeout(self)
             await self.close(code=CLOSE_NORMAL)
@@ -447,7 +454,7 @@ class RealtimeSocket(PipelineDeliveryMixin, AsyncWebsocketConsumer):
 
     def _next_deadline(self) -> float:
         """Seconds until the idle timeout or the earliest token expiry of a joined channel."""
-        wait = self.last_frame + limits.idle_timeout() - time.monotonic()
+        wait = self.last_frame + self.idle_timeout() - time.monotonic()
         now = time.time()
         for channel in self.channels_joined.values():
             wait = min(wait, channel.claims.expires_at - now)

@@ -159,18 +159,24 @@ class PipelineDeliveryMixin:
             except Exception:  # delivery status is bookkeeping; the socket must not suffer for it
                 log.exception("could not mark %d events sent", len(seqs))
 
-    def pipeline_broadcast_frame(self, channel: Any, message: dict) -> str | None:
-        """The frame of a listener's broadcast for this socket, or None when it must not be sent."""
+    def pipeline_broadcast_level(self, channel: Any, message: dict) -> str | None:
+        """The access level at which this socket gets a listener's broadcast, or None when it must
+        not be sent (not theirs, or already sent by join-time replay)."""
         if self._already_replayed(channel, message.get("meta")):
             return None
-        level = broadcast_access(message, user_id=channel.user.pk, role=channel.user.role)
-        if level is None:
-            return None
+        return broadcast_access(message, user_id=channel.user.pk, role=channel.user.role)
+
+    def pipeline_broadcast_body(self, channel: Any, message: dict, level: str) -> dict:
         self._note_target(channel, message)
+        return _shared(message, ("broadcast body", level), lambda: broadcast_body(message, level))
+
+    def pipeline_broadcast_frame(self, channel: Any, message: dict, level: str) -> str:
+        """The frame of a listener's broadcast for this socket at its access level."""
+        body = self.pipeline_broadcast_body(channel, message, level)
         return _shared(
             message,
             ("broadcast", channel.topic, level, self.vsn),
-            lambda: encode(push(channel.topic, "broadcast", broadcast_body(message, level)), self.vsn),
+            lambda: encode(push(channel.topic, "broadcast", body), self.vsn),
         )
 
     async def realtime_batch(self, message: dict) -> None:
@@ -191,7 +197,7 @@ class PipelineDeliveryMixin:
         access = postgres_change_access(
             message, user_id=user.pk, role=user.role, organization_id=user.organization_id, bindings=channel.bindings
         )
-        if access is None:
+        if access is None or self.holds_back(channel, message):
             return
         ids, level = access
         # The binding ids are this socket's own; the filtered row is the same for its access level.

@@ -46,10 +46,6 @@ def max_frame_bytes() -> int:
     return settings.REALTIME_MAX_FRAME_BYTES
 
 
-def idle_timeout() -> float:
-    return settings.REALTIME_IDLE_TIMEOUT_SECONDS
-
-
 class RateLimiter:
     """Token bucket: `rate` messages per second, bursts up to `rate`."""
 
@@ -115,8 +111,8 @@ class ConnectionSlot:
     def keys(self) -> list[str]:
         return [key("conn", "user", self.user_id), key("conn", "org", self.organization_id)]
 
-    async def acquire(self) -> None:
-        lease = settings.REALTIME_CONNECTION_LEASE_SECONDS
+    async def acquire(self, *, lease: float | None = None) -> None:
+        lease = lease or settings.REALTIME_CONNECTION_LEASE_SECONDS
         now = time.time()
         result = await redis_client().eval(
             _ACQUIRE,
@@ -139,8 +135,9 @@ class ConnectionSlot:
                 "connections per organization"
             )
 
-    async def renew(self) -> None:
-        expires = time.time() + settings.REALTIME_CONNECTION_LEASE_SECONDS
+    async def renew(self, *, lease: float | None = None) -> None:
+        """`lease`: how long the slot lasts without the next renewal (a socket's profile sets it)."""
+        expires = time.time() + (lease or settings.REALTIME_CONNECTION_LEASE_SECONDS)
         async with redis_client().pipeline(transaction=False) as pipe:
             for k in self.keys:
                 pipe.zadd(k, {self.connection_id: expires}, xx=True)

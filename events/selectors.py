@@ -106,3 +106,9 @@ def replay_events(
     rows = list(qs.order_by("-seq")[: min(limit, REPLAY_MAX)])
     rows.reverse()
     return rows
+
+
+def events_by_seq(seqs: list[int]) -> list[RealtimeEvent]:
+    """Stored events by seq, oldest first (a socket catching up on what it held back). The socket
+    already decided they are the user's; RLS still applies. Tenant context."""
+    return list(RealtimeEvent.objects.filter(seq__in=seqs, deleted_at__isnull=True).order_by("seq"))

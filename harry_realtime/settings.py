@@ -320,6 +320,21 @@ REALTIME_CONNECTION_LEASE_SECONDS = float(env("REALTIME_CONNECTION_LEASE_SECONDS
 # Presence of a server process that stopped renewing its liveness is removed after this time.
 REALTIME_PRESENCE_NODE_TTL_SECONDS = float(env("REALTIME_PRESENCE_NODE_TTL_SECONDS", "30"))
 
+# Connection profiles (events/profiles.py, docs/realtime.md#connection-profiles). Spec
+# "adaptiveHeartbeat": foreground REALTIME_HEARTBEAT_INTERVAL_MS (25 s, below), background or
+# battery_saver 120 s, battery below 20 % 300 s. A socket's idle timeout is as many of its
+# intervals as REALTIME_IDLE_TIMEOUT_SECONDS is of the foreground interval (2.4: 60 s, 288 s,
+# 720 s); a heartbeat later than REALTIME_LATE_HEARTBEAT_FACTOR intervals after the previous one
+# marks the connection poor until the next one on time.
+REALTIME_HEARTBEAT_BACKGROUND_MS = env_int("REALTIME_HEARTBEAT_BACKGROUND_MS", 120_000)
+REALTIME_HEARTBEAT_LOW_BATTERY_MS = env_int("REALTIME_HEARTBEAT_LOW_BATTERY_MS", 300_000)
+REALTIME_LOW_BATTERY_PERCENT = env_int("REALTIME_LOW_BATTERY_PERCENT", 20)
+REALTIME_LATE_HEARTBEAT_FACTOR = float(env("REALTIME_LATE_HEARTBEAT_FACTOR", "1.5"))
+# Events held back for a poor connection are announced at most this often per socket.
+REALTIME_HELD_NOTICE_SECONDS = float(env("REALTIME_HELD_NOTICE_SECONDS", "2"))
+# Opt-in batching per topic kind (events/batching.py): kind=max events/window ms.
+REALTIME_BATCH_RULES = env("REALTIME_BATCH_RULES", "rankings=10/2000,attendance=50/1000,groups=50/1000,tasks=20/5000")
+
 # Presence, connections and attendance collaboration (presence/). Spec "Connection Pooling":
 # heartbeat 25 s, 5-minute marking window, at most 3 teachers marking one group (the connection
 # and channel limits are the gateway's REALTIME_MAX_* above).

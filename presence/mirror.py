@@ -44,9 +44,11 @@ class PresenceMirror:
         self.last_event_at: datetime | None = None
         self.written_presence: dict | None = None
         self.closed_already = False
+        self.profile = None
 
-    def opened(self, *, websocket_id: str, params: dict[str, list[str]]) -> None:
+    def opened(self, *, websocket_id: str, params: dict[str, list[str]], profile=None) -> None:
         self.websocket_id = websocket_id
+        self.profile = profile
         self.connection_id = sockets.uuid_or_none(_first(params, "connection_id"))
         self.device_id = _first(params, "device_id")
         self.platform = _first(params, "platform")
@@ -89,6 +91,9 @@ class PresenceMirror:
             topic=topic,
             platform=self.platform,
         )
+
+    async def profile_changed(self, *, profile, heartbeat_interval_ms: int) -> None:
+        self.profile = profile
 
     async def left(self, *, topic: str) -> None:
         if self.session_id and not self.closed_already:
