@@ -61,6 +61,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "harry_realtime.middleware.RequestLogMiddleware",
+    # Before the rest, so that it compresses their final response (harry_realtime/compression.py).
+    "harry_realtime.compression.GzipResponseMiddleware",
+    "harry_realtime.compression.GzipRequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin, API docs) from the web process itself, compressed (Deploying in README).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -73,6 +76,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# HTTP compression of the JSON API: responses from 1 KB up (spec `enableForBatchesOver`), and
+# the largest inflated gzip request body accepted (as much as an uncompressed body may be).
+HTTP_GZIP_MIN_BYTES = env_int("HTTP_GZIP_MIN_BYTES", 1024)
+HTTP_GZIP_MAX_REQUEST_BYTES = env_int("HTTP_GZIP_MAX_REQUEST_BYTES", 2_621_440)  # DATA_UPLOAD_MAX_MEMORY_SIZE
 
 ROOT_URLCONF = "harry_realtime.urls"
 WSGI_APPLICATION = None
