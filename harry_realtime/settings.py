@@ -332,12 +332,12 @@ REALTIME_PRESENCE_NODE_TTL_SECONDS = float(env("REALTIME_PRESENCE_NODE_TTL_SECON
 # "adaptiveHeartbeat": foreground REALTIME_HEARTBEAT_INTERVAL_MS (25 s, below), background or
 # battery_saver 120 s, battery below 20 % 300 s. A socket's idle timeout is as many of its
 # intervals as REALTIME_IDLE_TIMEOUT_SECONDS is of the foreground interval (2.4: 60 s, 288 s,
-# 720 s); a heartbeat later than REALTIME_LATE_HEARTBEAT_FACTOR intervals after the previous one
-# marks the connection poor until the next one on time.
+# 720 s); a heartbeat more than REALTIME_LATE_HEARTBEAT_FACTOR intervals after the previous one
+# (one missed) marks the connection poor until the next one on time.
 REALTIME_HEARTBEAT_BACKGROUND_MS = env_int("REALTIME_HEARTBEAT_BACKGROUND_MS", 120_000)
 REALTIME_HEARTBEAT_LOW_BATTERY_MS = env_int("REALTIME_HEARTBEAT_LOW_BATTERY_MS", 300_000)
 REALTIME_LOW_BATTERY_PERCENT = env_int("REALTIME_LOW_BATTERY_PERCENT", 20)
-REALTIME_LATE_HEARTBEAT_FACTOR = float(env("REALTIME_LATE_HEARTBEAT_FACTOR", "1.5"))
+REALTIME_LATE_HEARTBEAT_FACTOR = float(env("REALTIME_LATE_HEARTBEAT_FACTOR", "2"))
 # Events held back for a poor connection are announced at most this often per socket.
 REALTIME_HELD_NOTICE_SECONDS = float(env("REALTIME_HELD_NOTICE_SECONDS", "2"))
 # Opt-in batching per topic kind (events/batching.py): kind=max events/window ms.
