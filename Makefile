@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The stamp covers both requirement sets: a change to either reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test test-cluster lint fuzz venv bench-gateway bench-pipeline bench-sync clean-data
+.PHONY: run test test-cluster lint fuzz venv bench-gateway bench-pipeline bench-sync bench-bandwidth clean-data
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-pipeline: venv
 
 bench-sync: venv
 	bash scripts/bench.sh bench/sync.py
+
+bench-bandwidth: venv
+	bash scripts/bench.sh bench/bandwidth.py
 
 clean-data:
 	$(PYTHON) scripts/devservices.py down; rm -rf .data

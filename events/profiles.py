@@ -33,8 +33,10 @@ QUALITIES = ("excellent", "good", "poor", "offline")
 QUALITY_THRESHOLD = {"excellent": "low", "good": "medium", "poor": "high", "offline": "critical"}
 MODE_ADJUSTMENT = {"battery_saver": -1, "standard": 0, "high_performance": 1}
 # Broadcast events that are never held back whatever their stored priority (spec: emergency,
-# safety); attendance topics are never held either: their sockets are the marking teachers'.
+# safety, attendance for the marking teacher: on the group's topic and the teacher's own);
+# attendance topics are never held either: their sockets are the marking teachers'.
 CRITICAL_EVENTS = frozenset({"emergency_alert", "safety_alert"})
+ATTENDANCE_EVENTS = frozenset({"attendance_sync", "attendance_update", "attendance_removed"})
 NEVER_HELD_TOPIC_KINDS = frozenset({"attendance"})
 
 # (field, accepted names in URL params and update payloads)

@@ -87,6 +87,7 @@ def test_critical_events_and_attendance_topics_are_never_held():
     assert profiles.never_held(priority="critical", event="x", sub_topic="rankings:org_1:student_2")
     assert profiles.never_held(priority="low", event="emergency_alert", sub_topic="notifications:org_1:role_all")
     assert profiles.never_held(priority="medium", event="attendance_sync", sub_topic="attendance:org_1:group_2")
+    assert profiles.never_held(priority="medium", event="attendance_update", sub_topic="groups:org_1:teacher_2")
     assert not profiles.never_held(priority="high", event="ranking_update", sub_topic="rankings:org_1:student_2")
 
 
