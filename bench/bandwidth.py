@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Bandwidth benchmark (`make bench-bandwidth`): bytes per client for a scripted school day.
 
-One class (30 students) on a fresh seeded database, the real uvicorn server and listener. Clients
+One class (30 students) on a fresh seeded database, the real uvicorn server (`--ws websockets`, as
+in the Procfile) and listener. Clients
 (vsn 2.0.0 Supabase-protocol sockets) each go through their own counting TCP proxy, so bytes are
 counted on the wire as sent, after permessage-deflate, both directions:
 - the teacher (attendance + groups + notifications topics), foreground on wifi;
@@ -421,8 +422,30 @@ def latency_report(results: dict) -> bool:
     return ok
 
 
+def start_web(env: dict) -> tuple[subprocess.Popen, int]:
+    """uvicorn as the Procfile runs it: `--ws websockets`, whose permessage-deflate keeps a 32 KB
+    window (uvicorn's default `websockets-sansio` negotiates 4 KB, which a batch outgrows)."""
+    import re
+    import threading
+
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets", "--lifespan", "off"]
+    proc = subprocess.Popen(
+        [sys.executable, *args, "harry_realtime.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in proc.stdout:
+        match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+        if match:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc, int(match.group(1))
+    raise RuntimeError("uvicorn did not start")
+
+
 def main() -> int:
-    from bench.gateway import start_server
     from bench.pipeline import analyze, start_listener, wait_until_drained
 
     original_env = dict(os.environ)
@@ -456,7 +479,7 @@ def main() -> int:
         analyze(prepared["env"]["DATABASE_OWNER_URL"])
         listener = start_listener(env)
         wait_until_drained(dsn)
-        server, port = start_server("uvicorn", env)
+        server, port = start_web(env)
         for mode in "abc":
             print(f"[bench] run ({mode})", file=sys.stderr)
             clients, seqs = asyncio.run(one_run(mode, port, school, cls))
