@@ -165,8 +165,19 @@ class AdaptiveDeliveryMixin:
         if self.slot is not None:
             await self.slot.renew(lease=self.connection_lease())
         await self._send(self._profile_system("ok", "profile updated"))
-        interval = profiles.heartbeat_interval_ms(profile)
-        await self.mirror.profile_changed(profile=profile, heartbeat_interval_ms=interval)
+        await self.mirror.profile_changed(profile=profile)
+        await self._quality_changed(before)
+
+    async def adopt_connection_profile(self) -> None:
+        """A socket bound to its REST connection without a profile of its own takes the one the
+        connection was registered with (POST /api/realtime/connect answered its interval)."""
+        adopted = self.mirror.take_adopted()
+        if adopted is None or adopted == self.profile:
+            return
+        before, self.profile = self.quality(), adopted
+        self.deadlines_changed.set()
+        if self.slot is not None:
+            await self.slot.renew(lease=self.connection_lease())
         await self._quality_changed(before)
 
     async def _quality_changed(self, before: str) -> None:

@@ -297,6 +297,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         if channel.bindings:
             await self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")
         await self.mirror.joined(user=channel.user, topic=channel.sub_topic)
+        await self.adopt_connection_profile()
         await self.replay_on_join(channel)
 
     async def handle_leave(self, channel: JoinedChannel, message: Message) -> None:

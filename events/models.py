@@ -143,6 +143,8 @@ class RealtimeEvent(TenantModel):
 SUBSCRIPTION_TYPES = ["dashboard", "attendance", "tasks", "notifications", "rankings", "feedback", "presence"]
 CONNECTION_STATUSES = ["connected", "disconnected", "reconnecting", "failed"]
 PERFORMANCE_MODES = ["battery_saver", "standard", "high_performance"]
+APP_STATES = ["foreground", "background"]
+CONNECTION_QUALITIES = ["excellent", "good", "poor", "offline"]
 
 
 def _in_24_hours():
@@ -182,6 +184,10 @@ class RealtimeSubscription(TenantModel):
         db_default="standard",
         verbose_name=_("performance mode"),
     )
+    # The rest of the connection profile (events/profiles.py) and the heartbeat interval it gets.
+    app_state = models.TextField(choices=_choices(APP_STATES), null=True, blank=True)
+    connection_quality = models.TextField(choices=_choices(CONNECTION_QUALITIES), null=True, blank=True)
+    heartbeat_interval_ms = models.IntegerField(null=True, blank=True)
     offline_sync_enabled = models.BooleanField(default=True, db_default=True)
     expires_at = models.DateTimeField(default=_in_24_hours)
     last_heartbeat = models.DateTimeField(default=timezone.now, db_default=Now())
@@ -201,6 +207,11 @@ class RealtimeSubscription(TenantModel):
                 condition=Q(battery_level__gte=0, battery_level__lte=100), name="realtime_subs_battery_level"
             ),
             _one_of("performance_mode", PERFORMANCE_MODES, "realtime_subs_performance_mode"),
+            _one_of("app_state", APP_STATES, "realtime_subs_app_state"),
+            _one_of("connection_quality", CONNECTION_QUALITIES, "realtime_subs_connection_quality"),
+            models.CheckConstraint(
+                condition=Q(heartbeat_interval_ms__gt=0), name="realtime_subs_heartbeat_interval_ms"
+            ),
         ]
         indexes = [
             # The spec's predicate `expires_at > now()` is not allowed in an index (now() is not

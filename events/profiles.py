@@ -23,12 +23,11 @@ from typing import Any
 from django.conf import settings
 
 from .domain import PRIORITY_ORDER
-from .models import PERFORMANCE_MODES
+from .models import APP_STATES, CONNECTION_QUALITIES, PERFORMANCE_MODES
 
 PROFILE_TOPIC = "realtime:connection:profile"
 NETWORK_TYPES = ("wifi", "cellular", "offline")
-APP_STATES = ("foreground", "background")
-QUALITIES = ("excellent", "good", "poor", "offline")
+QUALITIES = tuple(CONNECTION_QUALITIES)  # best first
 # The lowest priority each quality admits live.
 QUALITY_THRESHOLD = {"excellent": "low", "good": "medium", "poor": "high", "offline": "critical"}
 MODE_ADJUSTMENT = {"battery_saver": -1, "standard": 0, "high_performance": 1}
@@ -114,6 +113,24 @@ def profile_from_params(params: dict[str, list[str]]) -> ConnectionProfile:
     """The profile a socket URL declares (`parse_qs` output)."""
     values = {name: vals[0] for name, vals in params.items() if vals}
     return profile_update(ConnectionProfile(), values)
+
+
+def declares_profile(params: dict[str, list[str]]) -> bool:
+    """Whether a socket URL names any profile field (else it adopts its REST connection's)."""
+    return any(name in params for _, names in _FIELDS for name in names)
+
+
+ROW_FIELDS = ("performance_mode", "battery_level", "network_type", "app_state", "connection_quality")
+
+
+def row_fields(profile: ConnectionProfile) -> dict[str, Any]:
+    """The realtime_subscriptions columns of a profile, with the heartbeat interval it gets."""
+    return {**{f: getattr(profile, f) for f in ROW_FIELDS}, "heartbeat_interval_ms": heartbeat_interval_ms(profile)}
+
+
+def from_row(row: Any) -> ConnectionProfile:
+    values = {f: getattr(row, f) for f in ROW_FIELDS if getattr(row, f) is not None}
+    return replace(ConnectionProfile(), **values)
 
 
 def heartbeat_interval_ms(profile: ConnectionProfile) -> int:

@@ -101,6 +101,9 @@ class RealtimeSubscriptionAdmin(ReadOnlyAdmin):
         "network_type",
         "battery_level",
         "performance_mode",
+        "app_state",
+        "connection_quality",
+        "heartbeat_interval_ms",
         "last_heartbeat",
         "last_event_received",
         "expires_at",
@@ -113,6 +116,8 @@ class RealtimeSubscriptionAdmin(ReadOnlyAdmin):
         "platform",
         "network_type",
         "performance_mode",
+        "app_state",
+        "connection_quality",
     )
     search_fields = ("user__username", "user__full_name", "device_id", "session_id", "channel_name", "websocket_id")
     list_select_related = ("user",)

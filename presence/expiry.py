@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from events.models import RealtimeSubscription
@@ -30,14 +31,24 @@ class ExpiryResult:
     sockets: list[tuple[str, str]]
 
 
+def _stale_before(now: datetime) -> ExpressionWrapper:
+    """A connection is stale without a heartbeat for PRESENCE_CONNECTION_TIMEOUT_SECONDS, scaled
+    from the foreground interval to the row's own (150 s at 25 s, 720 s at 120 s, 1,800 s at 300 s)."""
+    foreground = settings.REALTIME_HEARTBEAT_INTERVAL_MS
+    per_ms = timedelta(milliseconds=settings.PRESENCE_CONNECTION_TIMEOUT_SECONDS * 1000 / foreground)
+    interval = Coalesce(F("heartbeat_interval_ms"), Value(foreground))
+    return ExpressionWrapper(Value(now) - interval * Value(per_ms), output_field=DateTimeField())
+
+
 def presence_expire(*, now: datetime | None = None) -> ExpiryResult:
     """Connections without a heartbeat past the timeout become disconnected; presences past
     `expires_at` (or whose device lost its last connection) go offline; subscriptions past their
     24 h lifetime are removed."""
     now = now or timezone.now()
-    stale_before = now - timedelta(seconds=settings.PRESENCE_CONNECTION_TIMEOUT_SECONDS)
     with dangerously_platform_context():
-        stale = RealtimeSubscription.objects.filter(connection_status="connected", last_heartbeat__lt=stale_before)
+        stale = RealtimeSubscription.objects.filter(
+            connection_status="connected", last_heartbeat__lt=_stale_before(now)
+        )
         devices = set(stale.values_list("user_id", "device_id"))
         disconnected = stale.update(connection_status="disconnected")
         live_devices = set(

@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from events import profiles
 from harry_realtime.tenancy import Tenant, tenant_context
 
 from . import sockets
@@ -44,11 +45,15 @@ class PresenceMirror:
         self.last_event_at: datetime | None = None
         self.written_presence: dict | None = None
         self.closed_already = False
-        self.profile = None
+        self.profile = profiles.ConnectionProfile()
+        self.profile_declared = False
+        self.adopted: profiles.ConnectionProfile | None = None
 
-    def opened(self, *, websocket_id: str, params: dict[str, list[str]], profile=None) -> None:
+    def opened(self, *, websocket_id: str, params: dict[str, list[str]], profile: profiles.ConnectionProfile) -> None:
+        """`profile`: what the socket URL declared (the default profile when it named no field)."""
         self.websocket_id = websocket_id
         self.profile = profile
+        self.profile_declared = profiles.declares_profile(params)
         self.connection_id = sockets.uuid_or_none(_first(params, "connection_id"))
         self.device_id = _first(params, "device_id")
         self.platform = _first(params, "platform")
@@ -77,11 +82,13 @@ class PresenceMirror:
                 connection_id=self.connection_id,
                 device_id=self.device_id,
                 platform=self.platform,
+                profile=self.profile if self.profile_declared else None,
             )
             if bound is None:
                 self.user = None
                 return
-            self.session_id, self.device_id = bound
+            self.session_id, self.device_id, self.adopted = bound
+            self.profile = self.adopted or self.profile
             self.last_write = time.monotonic()
         await self._run(
             sockets.socket_joined,
@@ -90,10 +97,20 @@ class PresenceMirror:
             websocket_id=self.websocket_id,
             topic=topic,
             platform=self.platform,
+            profile=self.profile,
         )
 
-    async def profile_changed(self, *, profile, heartbeat_interval_ms: int) -> None:
+    def take_adopted(self) -> profiles.ConnectionProfile | None:
+        """The REST connection's profile, once, when the socket bound to it without its own."""
+        adopted, self.adopted = self.adopted, None
+        return adopted
+
+    async def profile_changed(self, *, profile: profiles.ConnectionProfile) -> None:
         self.profile = profile
+        if self.session_id and not self.closed_already:
+            await self._run(
+                sockets.socket_profile_changed, session_id=self.session_id, device_id=self.device_id, profile=profile
+            )
 
     async def left(self, *, topic: str) -> None:
         if self.session_id and not self.closed_already:
@@ -113,6 +130,7 @@ class PresenceMirror:
             session_id=self.session_id,
             device_id=self.device_id,
             last_event_received=self.last_event_at,
+            idle_timeout_seconds=profiles.idle_timeout_seconds(self.profile),
         )
 
     async def tracked(self, *, topic: str, meta: dict) -> None:

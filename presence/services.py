@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from events import profiles
 from events.models import RealtimeSubscription
 from events.topics import TopicDenied, authorize_topic, notifications_topic, topics_for_user
 from harry_realtime.errors import Conflict, Forbidden, Invalid, NotFound, TooMany
@@ -57,14 +58,13 @@ TARGETS_OF_TYPE = {
     "attendance": {"groupIds": ("attendance",)},
     "presence": {"groupIds": ("attendance",)},
 }
-# Columns every row of one connection shares.
+# Columns every row of one connection shares (the connection profile among them).
 DEVICE_CONTEXT = (
     "app_version",
     "platform",
-    "network_type",
-    "battery_level",
     "cultural_preferences",
-    "performance_mode",
+    *profiles.ROW_FIELDS,
+    "heartbeat_interval_ms",
 )
 ENTITY_PREFIX = {"rankings": "student", "tasks": "student", "attendance": "group", "groups": "teacher"}
 
@@ -123,6 +123,14 @@ def presence_online(user: User, *, device_id: str, now: datetime, platform: str 
     return presence
 
 
+def presence_quality(user: User, *, device_id: str, profile: profiles.ConnectionProfile) -> None:
+    """The device's declared connection quality, on its presence row."""
+    if profile.connection_quality is not None:
+        RealtimePresence.objects.filter(user=user, device_id=device_id).update(
+            connection_quality=profile.connection_quality
+        )
+
+
 def presence_offline_unless_live(user_id, device_id: str, *, now: datetime, status: str = "offline") -> bool:
     """Mark a device's presence offline (or `status`) unless another of its sessions is live."""
     still_live = RealtimeSubscription.objects.filter(
@@ -177,9 +185,7 @@ def connection_register(
     app_version: str,
     subscription_types: list[str],
     cultural_preferences: dict,
-    performance_mode: str,
-    network_type: str | None = None,
-    battery_level: int | None = None,
+    profile: profiles.ConnectionProfile,
 ) -> Connection:
     """Register a device session and its channels (spec ConnectRequest); a reconnecting device
     replaces its previous session."""
@@ -203,15 +209,14 @@ def connection_register(
     context = {
         "app_version": app_version,
         "platform": platform,
-        "network_type": network_type,
-        "battery_level": battery_level,
         "cultural_preferences": cultural_preferences,
-        "performance_mode": performance_mode,
+        **profiles.row_fields(profile),
         "last_ping": now,
         "last_heartbeat": now,
     }
     subscription_rows(user, session_id=connection_id, device_id=device_id, topics=channels, context=context)
     presence_online(user, device_id=device_id, now=now, platform=platform, app_version=app_version)
+    presence_quality(user, device_id=device_id, profile=profile)
     return Connection(connection_id=connection_id, device_id=device_id, channels=channels, omitted_channels=omitted)
 
 

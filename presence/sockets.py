@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from events import profiles
 from school.models import Group, User
 
 from .models import CONNECTION_QUALITIES, PLATFORMS, PRAYER_STATUSES, PRAYERS, STATUSES, RealtimePresence
@@ -22,6 +23,7 @@ from .services import (
     live_subscriptions,
     presence_offline_unless_live,
     presence_online,
+    presence_quality,
     presence_ttl,
     session_rows,
     subscription_rows,
@@ -30,8 +32,8 @@ from .services import (
 audit = logging.getLogger("harry.audit")
 
 
-def _socket_context(platform: str | None) -> dict:
-    return {"platform": platform if platform in ("ios", "android", "web") else None}
+def _socket_context(platform: str | None, profile: profiles.ConnectionProfile) -> dict:
+    return {"platform": platform if platform in ("ios", "android", "web") else None, **profiles.row_fields(profile)}
 
 
 @transaction.atomic
@@ -42,33 +44,56 @@ def socket_opened(
     connection_id: str | None = None,
     device_id: str | None = None,
     platform: str | None = None,
-) -> tuple[str, str]:
+    profile: profiles.ConnectionProfile | None = None,
+) -> tuple[str, str, profiles.ConnectionProfile | None]:
     """Bind a new WebSocket to the REST connection it names (or to the device's latest one),
-    else start a session of its own. Returns (session id, device id)."""
+    else start a session of its own. `profile`: what the socket URL declared, written to the
+    connection's rows. Returns (session id, device id, the REST connection's stored profile when
+    the URL declared none)."""
     now = timezone.now()
     session = None
     if connection_id:
         session = session_rows(user, connection_id).first()
     if session is None and device_id:
         session = live_subscriptions(user, now=now).filter(device_id=device_id).order_by("-last_heartbeat").first()
+    stored = None
     if session is not None:
         session_id, device_id = session.session_id, session.device_id
+        declared = profiles.row_fields(profile) if profile is not None else {}
         session_rows(user, session_id).filter(expires_at__gt=now).update(
-            websocket_id=websocket_id, connection_status="connected", last_heartbeat=now, last_ping=now
+            websocket_id=websocket_id, connection_status="connected", last_heartbeat=now, last_ping=now, **declared
         )
+        stored = profiles.from_row(session) if profile is None else None
     else:
         session_id = str(uuid.uuid4())
         device_id = device_id or f"socket-{session_id}"
     presence_online(user, device_id=device_id, now=now, platform=platform, app_version=None)
-    return session_id, device_id
+    if profile is not None:
+        presence_quality(user, device_id=device_id, profile=profile)
+    return session_id, device_id, stored
+
+
+@transaction.atomic
+def socket_profile_changed(*, user: User, session_id: str, device_id: str, profile: profiles.ConnectionProfile) -> None:
+    """The live socket changed its connection profile: the connection's rows follow."""
+    session_rows(user, session_id).update(**profiles.row_fields(profile))
+    presence_quality(user, device_id=device_id, profile=profile)
 
 
 @transaction.atomic
 def socket_heartbeat(
-    *, user: User, session_id: str, device_id: str, last_event_received: datetime | None = None
+    *,
+    user: User,
+    session_id: str,
+    device_id: str,
+    last_event_received: datetime | None = None,
+    idle_timeout_seconds: float = 0,
 ) -> None:
-    """A (debounced) sign of life: the session's rows and the device's presence stay current."""
+    """A (debounced) sign of life: the session's rows and the device's presence stay current. The
+    presence lasts PRESENCE_TTL_SECONDS, or the socket's idle timeout when that is longer (a
+    battery-saving phone beats every 300 s)."""
     now = timezone.now()
+    ttl = max(presence_ttl(), timedelta(seconds=idle_timeout_seconds))
     fields = {
         "last_heartbeat": now,
         "last_ping": now,
@@ -79,13 +104,20 @@ def socket_heartbeat(
         fields["last_event_received"] = last_event_received
     session_rows(user, session_id).exclude(connection_status="disconnected").update(**fields)
     RealtimePresence.objects.filter(user=user, device_id=device_id).exclude(status="offline").update(
-        last_seen=now, expires_at=now + presence_ttl()
+        last_seen=now, expires_at=now + ttl
     )
 
 
 @transaction.atomic
 def socket_joined(
-    *, user: User, session_id: str, device_id: str, websocket_id: str, topic: str, platform: str | None = None
+    *,
+    user: User,
+    session_id: str,
+    device_id: str,
+    websocket_id: str,
+    topic: str,
+    platform: str | None = None,
+    profile: profiles.ConnectionProfile | None = None,
 ) -> None:
     """A joined topic is a subscription of the session (created unless REST connect made it)."""
     now = timezone.now()
@@ -97,7 +129,10 @@ def socket_joined(
     if not updated:
         # A REST-registered session lends its device context to the topics the socket adds.
         anchor = session_rows(user, session_id).first()
-        context = {f: getattr(anchor, f) for f in DEVICE_CONTEXT} if anchor else _socket_context(platform)
+        if anchor is not None:
+            context = {f: getattr(anchor, f) for f in DEVICE_CONTEXT}
+        else:
+            context = _socket_context(platform, profile or profiles.ConnectionProfile())
         context.update(websocket_id=websocket_id, last_ping=now, last_heartbeat=now)
         subscription_rows(user, session_id=session_id, device_id=device_id, topics=[topic], context=context)
 

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from events.models import LANGUAGES, PERFORMANCE_MODES, SUBSCRIPTION_TYPES
+from events.models import APP_STATES, CONNECTION_QUALITIES, LANGUAGES, PERFORMANCE_MODES, SUBSCRIPTION_TYPES
 from school.models import AttendanceStatus
 
 PLATFORMS = ["ios", "android", "web"]
@@ -29,6 +29,8 @@ class ConnectSerializer(serializers.Serializer):
     performanceMode = serializers.ChoiceField(choices=PERFORMANCE_MODES, default="standard")
     networkType = serializers.ChoiceField(choices=["wifi", "cellular", "offline"], required=False)
     batteryLevel = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    appState = serializers.ChoiceField(choices=APP_STATES, default="foreground")
+    connectionQuality = serializers.ChoiceField(choices=CONNECTION_QUALITIES, required=False)
 
 
 class DisconnectSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from culture.selectors import client_cultural_context, cultural_context_for
+from events import profiles
 from harry_realtime.api import TenantAPIView, created
 from harry_realtime.errors import Invalid
 from harry_realtime.openapi import errors
@@ -34,6 +35,13 @@ class ConnectView(TenantAPIView):
         preferences = {"language": user.language, **data["culturalPreferences"]}
         if "familyEngagement" in data["culturalPreferences"]:
             user_family_engagement_set(user=user, enabled=data["culturalPreferences"]["familyEngagement"])
+        profile = profiles.ConnectionProfile(
+            performance_mode=data["performanceMode"],
+            battery_level=data.get("batteryLevel"),
+            network_type=data.get("networkType"),
+            app_state=data["appState"],
+            connection_quality=data.get("connectionQuality"),
+        )
         connection = services.connection_register(
             user=user,
             device_id=data["deviceId"],
@@ -41,16 +49,15 @@ class ConnectView(TenantAPIView):
             app_version=data["appVersion"],
             subscription_types=data["subscriptionTypes"],
             cultural_preferences=preferences,
-            performance_mode=data["performanceMode"],
-            network_type=data.get("networkType"),
-            battery_level=data.get("batteryLevel"),
+            profile=profile,
         )
         body = {
             "success": True,
             "connectionId": connection.connection_id,
             "websocketUrl": websocket_url(request),
             "subscriptionChannels": connection.channels,
-            "heartbeatInterval": settings.REALTIME_HEARTBEAT_INTERVAL_MS,
+            "heartbeatInterval": profiles.heartbeat_interval_ms(profile),
+            "idleTimeout": profiles.idle_timeout_seconds(profile) * 1000,
             "culturalContext": client_cultural_context(cultural_context_for(user.organization, timezone.now())),
             # Only what the server enforces: the spec's encryptionEnabled/compressionEnabled
             # described the device's own store, which the server cannot know (docs/presence.md).

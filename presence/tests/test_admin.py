@@ -2,6 +2,7 @@
 
 import pytest
 
+from events.profiles import ConnectionProfile
 from harry_realtime.tenancy import Tenant, tenant_context
 from presence import services, sockets
 
@@ -17,7 +18,7 @@ def _register(user, device):
             app_version="1.0",
             subscription_types=["attendance"],
             cultural_preferences={},
-            performance_mode="standard",
+            profile=ConnectionProfile(performance_mode="standard"),
         )
         sockets.presence_tracked(user=user, device_id=device, meta={"activity": f"activity-of-{device}"})
     return connection

@@ -55,7 +55,7 @@ def test_teacher_connect_registers_rows_and_returns_their_channels(schools, clie
     org = a.org.pk
     assert body["success"] is True
     assert body["websocketUrl"] == "ws://testserver/realtime/v1/websocket?vsn=2.0.0"
-    assert body["heartbeatInterval"] == 25000
+    assert body["heartbeatInterval"] == 120_000  # battery_saver
     assert body["offlineCapabilities"]["maxQueueSize"] == 1000
     cultural = body["culturalContext"]
     assert set(cultural) >= {"nextPrayerTime", "ramadanMode", "islamicDate"}
@@ -411,3 +411,24 @@ def test_offline_and_expired_presence_is_not_listed(schools, client_for):
         RealtimePresence.objects.filter(device_id="a1").update(expires_at="2020-01-01T00:00:00Z")
     response = client_for(a.admin_user).get(PRESENCE, {"group": str(a.group.pk)})
     assert response.json()["presence"] == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "interval"),
+    [
+        ({"performanceMode": "standard"}, 25_000),
+        ({"performanceMode": "standard", "appState": "background"}, 120_000),
+        ({}, 120_000),  # battery_saver
+        ({"batteryLevel": 15, "networkType": "cellular"}, 300_000),
+    ],
+)
+def test_connect_answers_the_heartbeat_interval_of_the_profile(schools, client_for, extra, interval):
+    body = connect(client_for(schools.a.teacher_user), **extra)
+    assert body["heartbeatInterval"] == interval
+    assert body["idleTimeout"] == pytest.approx(interval * 2.4)
+    assert {r.heartbeat_interval_ms for r in rows(session_id=body["connectionId"])} == {interval}
+
+
+def test_connect_refuses_an_unknown_app_state(schools, client_for):
+    response = client_for(schools.a.teacher_user).post(CONNECT, connect_body(appState="asleep"), format="json")
+    assert response.status_code == 400 and "appState" in response.json()["error"]["details"]

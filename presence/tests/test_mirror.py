@@ -11,6 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from events.models import RealtimeSubscription
+from events.profiles import ConnectionProfile
 from events.routing import websocket_urlpatterns
 from harry_realtime.auth import issue_access_token
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
@@ -88,7 +89,7 @@ def register(user, device):
             app_version="3.1",
             subscription_types=["attendance"],
             cultural_preferences={},
-            performance_mode="high_performance",
+            profile=ConnectionProfile(performance_mode="high_performance"),
         )
 
 
@@ -197,4 +198,67 @@ async def test_expiry_disconnects_a_socket_that_stopped_heartbeating(schools):
     (row,) = await rows(user=a.teacher_user)
     assert row.connection_status == "disconnected"
     assert (await presence(a.teacher_user, "d")).status == "offline"
+    await client.comm.disconnect()
+
+
+@database_sync_to_async
+def register_profile(user, device, profile):
+    with tenant_context(Tenant(user.organization_id, user.pk, user.role)):
+        return services.connection_register(
+            user=user,
+            device_id=device,
+            platform="android",
+            app_version="3.1",
+            subscription_types=["attendance"],
+            cultural_preferences={},
+            profile=profile,
+        )
+
+
+async def test_a_socket_without_a_profile_adopts_its_rest_connections(schools):
+    a = schools.a
+    connection = await register_profile(a.teacher_user, "phone", ConnectionProfile(battery_level=12))
+    client = Client(f"connection_id={connection.connection_id}")
+    await client.connect()
+    await client.join(attendance(a), a.teacher_user)
+    reply = await client.push(
+        "realtime:connection:profile", "phx_join", {"access_token": issue_access_token(a.teacher_user)}
+    )
+    assert reply["payload"]["response"]["heartbeat_interval_ms"] == 300_000
+    assert reply["payload"]["response"]["profile"]["battery_level"] == 12
+    await client.comm.disconnect()
+
+
+async def test_the_urls_profile_and_its_changes_are_written_to_the_connection(schools):
+    a = schools.a
+    connection = await register_profile(a.teacher_user, "phone", ConnectionProfile())
+    client = Client(f"connection_id={connection.connection_id}&app_state=background&connection_quality=good")
+    await client.connect()
+    await client.join(attendance(a), a.teacher_user)
+    stored = {
+        (r.app_state, r.connection_quality, r.heartbeat_interval_ms)
+        for r in await rows(session_id=connection.connection_id)
+    }
+    assert stored == {("background", "good", 120_000)}
+    assert (await presence(a.teacher_user, "phone")).connection_quality == "good"
+    await client.push("realtime:connection:profile", "phx_join", {"access_token": issue_access_token(a.teacher_user)})
+    update = {"type": "broadcast", "event": "update", "payload": {"batteryLevel": 9, "connectionQuality": "poor"}}
+    await client.comm.send_to(
+        text_data=json.dumps(
+            {
+                "topic": "realtime:connection:profile",
+                "event": "broadcast",
+                "payload": update,
+                "ref": "u",
+                "join_ref": "1",
+            }
+        )
+    )
+    await client.push("phoenix", "heartbeat", {})
+    stored = {
+        (r.battery_level, r.connection_quality, r.heartbeat_interval_ms)
+        for r in await rows(session_id=connection.connection_id)
+    }
+    assert stored == {(9, "poor", 300_000)}
+    assert (await presence(a.teacher_user, "phone")).connection_quality == "poor"
     await client.comm.disconnect()

@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from events.models import RealtimeSubscription
+from events.profiles import ConnectionProfile
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 from presence import services, sockets
 from presence.models import RealtimePresence
@@ -37,15 +38,15 @@ def test_a_socket_binds_to_the_rest_connection_it_names(schools):
         app_version="1",
         subscription_types=["attendance"],
         cultural_preferences={},
-        performance_mode="standard",
+        profile=ConnectionProfile(performance_mode="standard"),
     )
-    session, device = run(
+    session, device, stored = run(
         a.teacher_user, sockets.socket_opened, websocket_id="ws-1", connection_id=connection.connection_id
     )
-    assert (session, device) == (connection.connection_id, "phone")
+    assert (session, device, stored) == (connection.connection_id, "phone", ConnectionProfile())
     assert {r.websocket_id for r in rows(session_id=session)} == {"ws-1"}
     by_device = run(a.teacher_user, sockets.socket_opened, websocket_id="ws-2", device_id="phone")
-    assert by_device == (connection.connection_id, "phone")
+    assert by_device == (connection.connection_id, "phone", ConnectionProfile())
 
 
 def test_another_users_connection_id_is_not_bound(schools):
@@ -58,9 +59,11 @@ def test_another_users_connection_id_is_not_bound(schools):
         app_version="1",
         subscription_types=[],
         cultural_preferences={},
-        performance_mode="standard",
+        profile=ConnectionProfile(performance_mode="standard"),
     )
-    session, device = run(a.teacher_user, sockets.socket_opened, websocket_id="ws", connection_id=theirs.connection_id)
+    session, device, _ = run(
+        a.teacher_user, sockets.socket_opened, websocket_id="ws", connection_id=theirs.connection_id
+    )
     assert session != theirs.connection_id and device == f"socket-{session}"
     assert {r.websocket_id for r in rows(session_id=theirs.connection_id)} == {None}
 
@@ -68,7 +71,7 @@ def test_another_users_connection_id_is_not_bound(schools):
 def test_join_heartbeat_leave_and_close_keep_rows_true(schools):
     a = schools.a
     user = a.teacher_user
-    session, device = run(user, sockets.socket_opened, websocket_id="ws", device_id="tablet", platform="web")
+    session, device, _ = run(user, sockets.socket_opened, websocket_id="ws", device_id="tablet", platform="web")
     topic = f"attendance:org_{a.org.pk}:group_{a.group.pk}"
     run(user, sockets.socket_joined, session_id=session, device_id=device, websocket_id="ws", topic=topic)
     (row,) = rows(session_id=session)
@@ -88,7 +91,7 @@ def test_join_heartbeat_leave_and_close_keep_rows_true(schools):
 def test_closing_one_session_keeps_the_device_online_while_another_is_live(schools):
     user = schools.a.teacher_user
     topic = f"notifications:org_{schools.a.org.pk}:role_all"
-    first, _ = run(user, sockets.socket_opened, websocket_id="ws-1", device_id="laptop")
+    first, _, _ = run(user, sockets.socket_opened, websocket_id="ws-1", device_id="laptop")
     second = str(uuid.uuid4())
     run(user, sockets.socket_joined, session_id=first, device_id="laptop", websocket_id="ws-1", topic=topic)
     run(user, sockets.socket_joined, session_id=second, device_id="laptop", websocket_id="ws-2", topic=topic)
@@ -134,3 +137,35 @@ def test_tracked_meta_maps_to_columns_and_drops_values_outside_the_checks(school
     run(a.teacher_user, sockets.presence_untracked, device_id="p")
     row = presence(a.teacher_user, "p")
     assert (row.status, row.current_group_id, row.activity) == ("busy", None, None)
+
+
+def test_expiry_gives_each_connection_the_timeout_of_its_heartbeat_interval(schools):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from presence.expiry import presence_expire
+
+    user = schools.a.teacher_user
+    register = dict(platform="ios", app_version="1", subscription_types=["attendance"], cultural_preferences={})
+    foreground = run(user, services.connection_register, device_id="fg", profile=ConnectionProfile(), **register)
+    low = ConnectionProfile(battery_level=9)
+    saver = run(user, services.connection_register, device_id="low", profile=low, **register)
+    assert {r.heartbeat_interval_ms for r in rows(session_id=saver.connection_id)} == {300_000}
+    with dangerously_platform_context():
+        RealtimeSubscription.objects.filter(user=user).update(last_heartbeat=timezone.now() - timedelta(seconds=400))
+    presence_expire()
+    assert {r.connection_status for r in rows(session_id=foreground.connection_id)} == {"disconnected"}  # > 150 s
+    assert {r.connection_status for r in rows(session_id=saver.connection_id)} == {"connected"}  # < 1,800 s
+    with dangerously_platform_context():
+        RealtimeSubscription.objects.filter(user=user).update(last_heartbeat=timezone.now() - timedelta(seconds=1900))
+    presence_expire()
+    assert {r.connection_status for r in rows(session_id=saver.connection_id)} == {"disconnected"}
+
+
+def test_a_long_idle_timeout_keeps_the_presence_between_heartbeats(schools):
+    user = schools.a.teacher_user
+    session, device, _ = run(user, sockets.socket_opened, websocket_id="ws", device_id="slow")
+    run(user, sockets.socket_heartbeat, session_id=session, device_id=device, idle_timeout_seconds=720)
+    row = presence(user, "slow")
+    assert (row.expires_at - row.last_seen).total_seconds() == pytest.approx(720, abs=1)

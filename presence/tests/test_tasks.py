@@ -7,6 +7,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from events.models import RealtimeSubscription
+from events.profiles import ConnectionProfile
 from events.topics import attendance_topic
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 from presence import services, state, tasks
@@ -28,7 +29,7 @@ def register(user, device):
             app_version="2.0",
             subscription_types=["attendance"],
             cultural_preferences={},
-            performance_mode="standard",
+            profile=ConnectionProfile(performance_mode="standard"),
         )
 
 
