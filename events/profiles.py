@@ -162,7 +162,12 @@ def effective_quality(profile: ConnectionProfile, *, observed: str | None = None
 
 
 def never_held(*, priority: str | None, event: str | None, sub_topic: str) -> bool:
-    return priority == "critical" or event in CRITICAL_EVENTS or sub_topic.partition(":")[0] in NEVER_HELD_TOPIC_KINDS
+    return (
+        priority == "critical"
+        or event in CRITICAL_EVENTS
+        or event in ATTENDANCE_EVENTS
+        or sub_topic.partition(":")[0] in NEVER_HELD_TOPIC_KINDS
+    )
 
 
 def admits(profile: ConnectionProfile, quality: str, priority: str) -> bool:
