@@ -89,8 +89,8 @@ class AdaptiveDeliveryMixin:
         gap, self.last_heartbeat_at = now - self.last_heartbeat_at, now
         observed = "poor" if profiles.heartbeat_late(self.profile, gap) else None
         if observed != self.observed_quality:
-            before, self.observed_quality = self.quality(), observed
-            await self._quality_changed(before)
+            self.observed_quality = observed
+            await self.catch_up()
 
     # -- the reserved profile topic -------------------------------------------------------------
 
@@ -160,13 +160,13 @@ class AdaptiveDeliveryMixin:
         return push(profiles.PROFILE_TOPIC, "system", body)
 
     async def profile_changed(self, profile: profiles.ConnectionProfile) -> None:
-        before, self.profile = self.quality(), profile
+        self.profile = profile
         self.deadlines_changed.set()  # the idle timeout may have moved
         if self.slot is not None:
             await self.slot.renew(lease=self.connection_lease())
         await self._send(self._profile_system("ok", "profile updated"))
         await self.mirror.profile_changed(profile=profile)
-        await self._quality_changed(before)
+        await self.catch_up()
 
     async def adopt_connection_profile(self) -> None:
         """A socket bound to its REST connection without a profile of its own takes the one the
@@ -174,15 +174,11 @@ class AdaptiveDeliveryMixin:
         adopted = self.mirror.take_adopted()
         if adopted is None or adopted == self.profile:
             return
-        before, self.profile = self.quality(), adopted
+        self.profile = adopted
         self.deadlines_changed.set()
         if self.slot is not None:
             await self.slot.renew(lease=self.connection_lease())
-        await self._quality_changed(before)
-
-    async def _quality_changed(self, before: str) -> None:
-        if profiles.QUALITIES.index(self.quality()) < profiles.QUALITIES.index(before):
-            await self.catch_up()
+        await self.catch_up()
 
     # -- joins ----------------------------------------------------------------------------------
 
@@ -282,7 +278,8 @@ class AdaptiveDeliveryMixin:
                 del self.held[topic]
 
     async def catch_up(self) -> None:
-        """Send what the connection now admits of what was held, oldest first, per topic."""
+        """Send what the connection now admits of what was held, oldest first, per topic (after
+        any change of profile or observed quality; nothing to do when nothing is admitted)."""
         caught_up = False
         for topic, held in list(self.held.items()):
             channel = self.channels_joined.get(topic)

@@ -231,3 +231,19 @@ async def test_malformed_batch_config_refuses_the_join(schools):
     )
     assert reply.payload["response"]["reason"].startswith("InvalidBatch: max_events")
     await socket.close()
+
+
+async def test_leaving_battery_saver_catches_up_what_its_lowered_priorities_held(schools, settings, pipeline):
+    settings.REALTIME_HELD_NOTICE_SECONDS = 0.1
+    a = schools.a
+    topic = rankings_topic(a)
+    socket = await connected("&performance_mode=battery_saver&connection_quality=good")
+    await join(socket, a.student_user, topic)
+    await socket.join(PROFILE_TOPIC, token(a.student_user))
+    medium, high = await publish(a, topic, ("ranking_update", "medium"), ("ranking_celebration", "high"))
+    assert [m.payload["meta"]["id"] for m in await broadcasts(socket, 1)] == [high]
+    assert (await socket.until("system", topic=topic)).payload["held"] == 1
+    update = {"type": "broadcast", "event": "update", "payload": {"performanceMode": "standard"}}
+    await socket.push(PROFILE_TOPIC, "broadcast", update)
+    assert [m.payload["meta"] for m in await broadcasts(socket, 1)] == [{"id": medium, "replayed": True}]
+    await socket.close()
