@@ -173,7 +173,7 @@ def run_script(school: dict, cls: dict) -> tuple[int, int]:
     from django.db import connection
     from django.utils import timezone
 
-    from events import outbox
+    from events.publish import announcement_publish
     from school.models import Attendance, HomeTask, StudentRanking
 
     def last_seq() -> int:
@@ -216,7 +216,7 @@ def run_script(school: dict, cls: dict) -> tuple[int, int]:
         time.sleep(0.1)
     for i in range(3):
         with _tenant(school, "admin"):
-            outbox.announcement_publish(
+            announcement_publish(
                 organization_id=school["org"],
                 role="all",
                 title=f"Announcement {i + 1}",
@@ -224,7 +224,7 @@ def run_script(school: dict, cls: dict) -> tuple[int, int]:
             )
         time.sleep(1)
     with _tenant(school, "admin"):
-        outbox.announcement_publish(
+        announcement_publish(
             organization_id=school["org"], role="all", title="Fire drill", body="Use the east stairs.", emergency=True
         )
     return first, last_seq()
@@ -232,8 +232,9 @@ def run_script(school: dict, cls: dict) -> tuple[int, int]:
 
 def expected_and_created(school: dict, clients: list[Client], seqs: tuple[int, int]) -> tuple[dict, dict, dict]:
     """Per client the seqs the outbox says it should get; per seq its created_at and type."""
-    from events import outbox
+    from events.messages import messages_for
     from events.models import RealtimeEvent
+    from events.recipients import broadcast_access
     from harry_realtime.tenancy import dangerously_platform_context
 
     expected: dict[str, set[int]] = defaultdict(set)
@@ -241,16 +242,14 @@ def expected_and_created(school: dict, clients: list[Client], seqs: tuple[int, i
     with dangerously_platform_context():
         for event in RealtimeEvent.objects.filter(seq__gte=seqs[0], seq__lte=seqs[1]).order_by("seq"):
             created[event.seq] = event.created_at.timestamp()
-            for topic, message in outbox.messages_for(event):
+            for topic, message in messages_for(event):
                 if message["type"] != "realtime.broadcast":
                     continue
                 kind = "critical" if event.priority == "critical" else topic.partition(":")[0]
                 kinds[event.seq] = "attendance" if kind == "groups" else kind
                 for client in clients:
                     user = client.user
-                    if topic in client.topics and outbox.broadcast_access(
-                        message, user_id=user["id"], role=user["role"]
-                    ):
+                    if topic in client.topics and broadcast_access(message, user_id=user["id"], role=user["role"]):
                         expected[client.label].add(event.seq)
     return expected, created, kinds
 

@@ -3,7 +3,7 @@
 
   publish_events.py ORG_ID ADMIN_USER_ID TOPIC EVENT:PRIORITY [EVENT:PRIORITY ...]
 
-Stores one realtime_events row per EVENT:PRIORITY (outbox.event_publish, in the admin's tenant
+Stores one realtime_events row per EVENT:PRIORITY (events.publish.event_publish, in the admin's tenant
 context, one transaction), which the listener fans out like any stored event. Prints JSON
 `{"seqs": [...]}` in the order given.
 """
@@ -25,14 +25,14 @@ def main(org_id: str, admin_id: str, topic: str, events: list[str]) -> dict:
     django.setup()
     from django.db import transaction
 
-    from events import outbox
+    from events.publish import event_publish
     from harry_realtime.tenancy import Tenant, tenant_context
 
     seqs = []
     with tenant_context(Tenant(org_id, admin_id, "admin")), transaction.atomic():
         for index, spec in enumerate(events):
             name, _, priority = spec.partition(":")
-            stored = outbox.event_publish(
+            stored = event_publish(
                 organization_id=org_id,
                 topics=[topic],
                 event=name,
