@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from events import outbox
+from events.publish import announcement_publish
 from harry_realtime.tenancy import Tenant, tenant_context
 from syncqueue.tests.conftest import op
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 def announce(school, count: int) -> None:
     with tenant_context(Tenant(school.org.pk, school.admin_user.pk, "admin")):
         for i in range(count):
-            outbox.announcement_publish(
+            announcement_publish(
                 organization_id=school.org.pk, role="all", title=f"Notice {i}", body="Parents' evening " * 10
             )
 
