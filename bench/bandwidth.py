@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Bandwidth benchmark (`make bench-bandwidth`): bytes per client for a scripted school day.
 
-One class (30 students) on a fresh seeded database, the real uvicorn server (`--ws websockets`, as
-in the Procfile) and listener. Clients
+One class (30 students) on a fresh seeded database, the real uvicorn server (`--ws` as in the
+Procfile, BENCH_WS to change) and listener. Clients
 (vsn 2.0.0 Supabase-protocol sockets) each go through their own counting TCP proxy, so bytes are
 counted on the wire as sent, after permessage-deflate, both directions:
 - the teacher (attendance + groups + notifications topics), foreground on wifi;
@@ -35,7 +35,7 @@ type's batching window + 100 ms. Events a poor connection held back and got on c
 counted separately (they wait for the connection to improve, by design). Lost and duplicated
 events are counted per client against what the outbox says each client should get.
 
-Environment: BENCH_DAY_HOURS (6); DATABASE_URL/REDIS_URL as for the tests.
+Environment: BENCH_DAY_HOURS (6), BENCH_WS (websockets-sansio); DATABASE_URL/REDIS_URL as for the tests.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DAY_SECONDS = float(os.environ.get("BENCH_DAY_HOURS", "6")) * 3600
+WS = os.environ.get("BENCH_WS", "websockets-sansio")
 CLASS_SIZE = 30
 HEARTBEAT_SAMPLES = 10
 WINDOWS_MS = {"attendance": 1000, "rankings": 2000, "tasks": 5000, "notifications": 0}
@@ -359,7 +360,8 @@ async def one_run(mode: str, port: int, school: dict, cls: dict) -> tuple[list[C
 
 
 def report(results: dict, school: dict) -> bool:
-    print(f"\nBandwidth: one class's scripted school day, {DAY_SECONDS / 3600:.0f} h of heartbeats, uvicorn + listener")
+    hours = DAY_SECONDS / 3600
+    print(f"\nBandwidth: one class's scripted day, {hours:.0f} h of heartbeats, uvicorn --ws {WS} + listener")
     print("bytes per client on the wire (both directions, after compression); events = the script's frames")
     header = ("client", "mode", "events B", "hb/day B", "total B", "vs (a)", "vs (b)", "frames", "lost", "dup")
     print(" ".join(f"{h:>13}" for h in header))
@@ -422,12 +424,12 @@ def latency_report(results: dict) -> bool:
 
 
 def start_web(env: dict) -> tuple[subprocess.Popen, int]:
-    """uvicorn as the Procfile runs it: `--ws websockets`, whose permessage-deflate keeps a 32 KB
-    window (uvicorn's default `websockets-sansio` negotiates 4 KB, which a batch outgrows)."""
+    """uvicorn as the Procfile runs it (`--ws websockets-sansio`, permessage-deflate with a 4 KB
+    window), or with BENCH_WS=websockets (a 32 KB window)."""
     import re
     import threading
 
-    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets", "--lifespan", "off"]
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", WS, "--lifespan", "off"]
     proc = subprocess.Popen(
         [sys.executable, *args, "harry_realtime.asgi:application"],
         cwd=ROOT,
