@@ -174,7 +174,7 @@ def run_script(school: dict, cls: dict) -> tuple[int, int]:
     from django.db import connection
     from django.utils import timezone
 
-    from events.publish import announcement_publish
+    from events.models import RealtimeEvent
     from school.models import Attendance, HomeTask, StudentRanking
 
     def last_seq() -> int:
@@ -215,19 +215,20 @@ def run_script(school: dict, cls: dict) -> tuple[int, int]:
         with _tenant(school):
             HomeTask.objects.filter(pk=task.pk).update(grading_status="submitted", student_response="Done")
         time.sleep(0.1)
-    for i in range(3):
+    topic = f"notifications:org_{school['org']}:role_all"
+    notices = [("system_announcement", "medium", f"Announcement {i + 1}") for i in range(3)]
+    for name, priority, title in [*notices, ("emergency_alert", "critical", "Fire drill")]:
         with _tenant(school, "admin"):
-            announcement_publish(
+            RealtimeEvent.objects.create(
                 organization_id=school["org"],
-                role="all",
-                title=f"Announcement {i + 1}",
-                body="Parents' meeting on Friday at 17:00 in the main hall.",
+                event_type="system_announcement",
+                event_category="system",
+                priority=priority,
+                event_payload={"type": name, "title": title, "body": "Parents' meeting on Friday at 17:00."},
+                event_metadata={"topics": [topic], "event": name},
+                broadcast_scope="organization",
             )
-        time.sleep(1)
-    with _tenant(school, "admin"):
-        announcement_publish(
-            organization_id=school["org"], role="all", title="Fire drill", body="Use the east stairs.", emergency=True
-        )
+        time.sleep(1 if priority != "critical" else 0)
     return first, last_seq()
 
 

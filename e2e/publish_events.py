@@ -3,8 +3,8 @@
 
   publish_events.py ORG_ID ADMIN_USER_ID TOPIC EVENT:PRIORITY [EVENT:PRIORITY ...]
 
-Stores one realtime_events row per EVENT:PRIORITY (events.publish.event_publish, in the admin's tenant
-context, one transaction), which the listener fans out like any stored event. Prints JSON
+Stores one realtime_events row per EVENT:PRIORITY, as Python code stores a broadcast (in the
+admin's tenant context, one transaction), which the listener fans out like any stored event. Prints JSON
 `{"seqs": [...]}` in the order given.
 """
 
@@ -25,19 +25,20 @@ def main(org_id: str, admin_id: str, topic: str, events: list[str]) -> dict:
     django.setup()
     from django.db import transaction
 
-    from events.publish import event_publish
+    from events.models import RealtimeEvent
     from harry_realtime.tenancy import Tenant, tenant_context
 
     seqs = []
     with tenant_context(Tenant(org_id, admin_id, "admin")), transaction.atomic():
         for index, spec in enumerate(events):
             name, _, priority = spec.partition(":")
-            stored = event_publish(
+            stored = RealtimeEvent.objects.create(
                 organization_id=org_id,
-                topics=[topic],
-                event=name,
-                payload={"index": index, "name": name},
+                event_type="system_announcement",
+                event_category="system",
                 priority=priority,
+                event_payload={"index": index, "name": name},
+                event_metadata={"topics": [topic], "event": name},
                 broadcast_scope="group",
             )
             seqs.append(stored.seq)

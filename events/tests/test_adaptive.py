@@ -8,8 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from events import limits
+from events.models import RealtimeEvent
 from events.profiles import PROFILE_TOPIC
-from events.publish import event_publish
 from events.tests import test_pipeline_delivery as delivery_tests
 from events.tests.test_consumer import Socket, token
 
@@ -37,6 +37,19 @@ async def join(socket: Socket, user, topic: str, **broadcast) -> None:
     await socket.until("presence_state", topic=topic)
 
 
+def store_broadcast(*, organization_id, topic: str, event: str, payload: dict, priority: str) -> RealtimeEvent:
+    """A broadcast stored from Python to one topic, as the listener fans out any stored event."""
+    return RealtimeEvent.objects.create(
+        organization_id=organization_id,
+        event_type="system_announcement",
+        event_category="system",
+        priority=priority,
+        event_payload=payload,
+        event_metadata={"topics": [topic], "event": event},
+        broadcast_scope="group",
+    )
+
+
 @sync_to_async
 def publish(school, topic: str, *events: tuple[str, str]) -> list[int]:
     """Store (event name, priority) broadcasts to a topic in one transaction; their seqs."""
@@ -44,13 +57,12 @@ def publish(school, topic: str, *events: tuple[str, str]) -> list[int]:
 
     with as_tenant(school.admin_user), transaction.atomic():
         stored = [
-            event_publish(
+            store_broadcast(
                 organization_id=school.org.pk,
-                topics=[topic.removeprefix("realtime:")],
+                topic=topic.removeprefix("realtime:"),
                 event=name,
                 payload={"name": name},
                 priority=priority,
-                broadcast_scope="group",
             )
             for name, priority in events
         ]

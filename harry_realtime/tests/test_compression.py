@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from events.publish import announcement_publish
+from events.models import RealtimeEvent
 from harry_realtime.tenancy import Tenant, tenant_context
 from syncqueue.tests.conftest import op
 
@@ -13,10 +13,16 @@ pytestmark = pytest.mark.django_db
 
 
 def announce(school, count: int) -> None:
+    topic = f"notifications:org_{school.org.pk}:role_all"
     with tenant_context(Tenant(school.org.pk, school.admin_user.pk, "admin")):
         for i in range(count):
-            announcement_publish(
-                organization_id=school.org.pk, role="all", title=f"Notice {i}", body="Parents' evening " * 10
+            RealtimeEvent.objects.create(
+                organization_id=school.org.pk,
+                event_type="system_announcement",
+                event_category="system",
+                event_payload={"title": f"Notice {i}", "body": "Parents' evening " * 10},
+                event_metadata={"topics": [topic], "event": "system_announcement"},
+                broadcast_scope="organization",
             )
 
 
