@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("events", "0006_capture_helpers_plpgsql"),
+        ("events", "0009_admin_labels"),
     ]
 
     operations = [
