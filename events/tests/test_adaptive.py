@@ -11,12 +11,14 @@ from events import limits
 from events.models import RealtimeEvent
 from events.profiles import PROFILE_TOPIC
 from events.tests import test_pipeline_delivery as delivery_tests
-from events.tests.test_consumer import Socket, token
+from harry_realtime.testing import Socket, token
 
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
-# The delivery tests' fixtures: a running listener, and closed worker connections after each test.
-close_worker_connections = delivery_tests.close_worker_connections
+# The delivery tests' running listener.
 pipeline = delivery_tests.listener
 as_tenant = delivery_tests.as_tenant
 
