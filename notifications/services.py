@@ -118,16 +118,33 @@ def push_notification_send(
     return [row for user_id in ids if (row := push_notification_create(target_user_id=user_id, **fields)) is not None]
 
 
+def may_send_teacher_message(sender: User, student: Student) -> bool:
+    """Admins of the school (RLS already hides other schools' students) and teachers of one of
+    the student's active groups; never the student, a parent or another teacher."""
+    if sender.role == Role.ADMIN:
+        return True
+    teacher = school_selectors.teacher_for_user(sender) if sender.role == Role.TEACHER else None
+    if teacher is None:
+        return False
+    return bool(
+        school_selectors.active_group_ids_of_teacher(teacher.pk)
+        & school_selectors.active_group_ids_of_student(student.pk)
+    )
+
+
 @transaction.atomic
 def push_notification_create_teacher_message(
     *, sender: User, student_id: uuid.UUID | str, message: str, include_family: bool = True, priority: str = "normal"
 ) -> list[PushNotification]:
-    """A teacher's (or admin's) message about one student, to the student and optionally family."""
+    """A message about one student, to the student and optionally family, from one of the
+    student's own teachers or an admin of the school (`may_send_teacher_message`)."""
     student = Student.objects.filter(pk=student_id).first()
     if student is None:
         raise NotFound("student_not_found", "No such student.")
-    if not (sender.role == Role.ADMIN or school_selectors.user_may_watch_student(sender, student.pk)):
-        raise Forbidden("recipient_not_allowed", "You do not teach this student.")
+    if not may_send_teacher_message(sender, student):
+        raise Forbidden(
+            "teacher_message_not_allowed", "Only the student's own teachers and the school's admins send these."
+        )
     params = {"teacher": sender.full_name or sender.username, "message": message, "student": student.full_name}
     recipients = [("self", str(student.user_id))] if student.user_id else []
     if include_family:
