@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.db.models import Model
 from django.utils import timezone
 
@@ -329,8 +329,26 @@ def _new_row(spec: TableSpec, actor: Actor, op: IncomingOperation, changes: dict
     if op.table_name == "attendance" and values.get("teacher_id") is None:
         raise OperationRefused("missing_field", "An admin marking attendance names the teacher.", ["teacher_id"])
     if op.record_id is not None and not id_free and model.objects.filter(pk=op.record_id).exists():
-        raise OperationRefused("already_exists", "A record with this id already exists.")
+        raise record_id_unavailable()
     return model(**values)
+
+
+def record_id_unavailable() -> OperationRefused:
+    """The one answer to an INSERT whose record id cannot be used, wherever the id is taken."""
+    return OperationRefused("already_exists", "This record id cannot be used; create the record with a new id.")
+
+
+def integrity_refusal(op: IncomingOperation, exc: IntegrityError) -> OperationRefused:
+    """The refusal for a constraint the checks could not see, without constraint names or SQL.
+
+    An INSERT whose record id is taken by a row this user cannot see (another school's, hidden
+    by row-level security) reaches the primary key: it answers exactly as an id this user sees
+    taken (`record_id_unavailable`), so the answer tells nothing about other schools.
+    """
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) or ""
+    if op.operation_type == "INSERT" and op.record_id is not None and constraint.endswith("_pkey"):
+        return record_id_unavailable()
+    return OperationRefused("integrity_error", "This write conflicts with an existing record.")
 
 
 def _offline_marks(actor: Actor, op: IncomingOperation) -> dict[str, Any]:

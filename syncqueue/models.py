@@ -16,7 +16,9 @@ STRATEGIES = ["client_wins", "server_wins", "teacher_authority", "admin_override
 class OfflineSyncOperation(TenantModel):
     user = models.ForeignKey("school.User", on_delete=models.CASCADE, related_name="+")
     device_id = models.TextField()
-    # The device's own id for the operation: (device_id, operation_id) makes uploads idempotent.
+    # The device's own id for the operation: (user, device_id, operation_id) makes uploads
+    # idempotent. The user (and so the school) is part of the key: the same ids from two users
+    # are two operations, and no one can take another user's ids.
     operation_id = models.TextField()
     operation_type = models.TextField(choices=_choices(OPERATION_TYPES), verbose_name=_("operation type"))
     table_name = models.TextField(verbose_name=_("table name"))
@@ -59,7 +61,9 @@ class OfflineSyncOperation(TenantModel):
         verbose_name_plural = _("offline sync operations")
         db_table = "offline_sync_queue"
         constraints = [
-            models.UniqueConstraint(fields=["device_id", "operation_id"], name="offline_sync_device_operation"),
+            models.UniqueConstraint(
+                fields=["user", "device_id", "operation_id"], name="offline_sync_user_device_operation"
+            ),
             _one_of("operation_type", OPERATION_TYPES, "offline_sync_operation_type"),
             models.CheckConstraint(condition=Q(priority__gte=1, priority__lte=10), name="offline_sync_priority"),
             _one_of("sync_status", SYNC_STATUSES, "offline_sync_status"),

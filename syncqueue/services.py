@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from harry_realtime.errors import Conflict, Forbidden, NotFound
@@ -18,6 +18,7 @@ from .apply import (
     actor_load,
     apply_resolution,
     check_row_access,
+    integrity_refusal,
     is_transient,
     operation_apply,
     operation_from_row,
@@ -64,6 +65,8 @@ def operation_retry(*, operation_pk: uuid.UUID, tenant: Tenant) -> str | None:
             return row.sync_status
     except OperationRefused as refusal:
         failure = Outcome(status="failed", error=refusal.as_error())
+    except IntegrityError as exc:
+        failure = Outcome(status="failed", error=integrity_refusal(op, exc).as_error())
     except DatabaseError as exc:
         if not is_transient(exc):
             raise

@@ -4,7 +4,7 @@ How an upload is applied (`operations_upload`):
 
 1. One transaction per chunk of `OPERATIONS_PER_TRANSACTION` operations (priority order), in the
    user's `tenant_context`. The first also reads the writer's role and relations once.
-2. Claim: one `INSERT ... ON CONFLICT (device_id, operation_id) DO NOTHING RETURNING` writes the
+2. Claim: one `INSERT ... ON CONFLICT (user_id, device_id, operation_id) DO NOTHING RETURNING` writes the
    chunk's queue rows as `processing`. Only claimed operations are applied. An operation already
    stored, or claimed by a concurrent upload (the INSERT waits for that transaction; ids go in a
    fixed order, so two uploads cannot deadlock), gets its stored outcome as a `duplicate`.
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,7 @@ from .apply import (
     actor_read,
     completed_outcome,
     insert_plan,
+    integrity_refusal,
     is_transient,
     known_read,
     operation_apply,
@@ -137,12 +139,12 @@ CLAIM_SQL = (
     f"INSERT INTO offline_sync_queue ({', '.join(c for c, _ in CLAIM_COLUMNS)})"
     f" SELECT {', '.join(c for c, _ in CLAIM_COLUMNS)}"
     f" FROM jsonb_to_recordset(%s::jsonb) AS x({_recordset(CLAIM_COLUMNS)}) ORDER BY operation_id"
-    " ON CONFLICT (device_id, operation_id) DO NOTHING RETURNING operation_id"
+    " ON CONFLICT (user_id, device_id, operation_id) DO NOTHING RETURNING operation_id"
 )
 STORE_OUTCOMES_SQL = (
     f"UPDATE offline_sync_queue AS q SET {', '.join(f'{c} = v.{c}' for c, _ in OUTCOME_COLUMNS)}"
     f" FROM jsonb_to_recordset(%s::jsonb) AS v(operation_id text, {_recordset(OUTCOME_COLUMNS)})"
-    " WHERE q.device_id = %s AND q.operation_id = v.operation_id AND q.sync_status = 'processing'"
+    " WHERE q.user_id = %s AND q.device_id = %s AND q.operation_id = v.operation_id AND q.sync_status = 'processing'"
 )
 
 
@@ -182,8 +184,10 @@ def _timestamp(value: datetime | None) -> str | None:
 def _claim(actor: Actor, device_id: str, ops: list[IncomingOperation]) -> set[str]:
     """Insert the queue rows of `ops` as `processing`; returns the operation ids this call now owns.
 
-    `ON CONFLICT (device_id, operation_id) DO NOTHING`: an id already stored, or claimed by a
-    concurrent upload that commits first (this statement waits for it), is not ours to apply.
+    `ON CONFLICT (user_id, device_id, operation_id) DO NOTHING`: an id this user already stored, or
+    claimed by a concurrent upload that commits first (this statement waits for it), is not ours
+    to apply. The key holds the user (and so the school): the same device and operation ids from
+    another user are another operation, never a refusal.
     Rows go in operation-id order, so two uploads claiming overlapping sets wait, never deadlock.
     """
     if not ops:
@@ -213,7 +217,7 @@ def _outcome_values(op: IncomingOperation, outcome: Outcome, started: float) -> 
     }
 
 
-def _store_outcomes(device_id: str, done: list[tuple[str, dict]]) -> None:
+def _store_outcomes(user_id: uuid.UUID, device_id: str, done: list[tuple[str, dict]]) -> None:
     """One UPDATE writes the outcome of every operation this transaction applied or refused."""
     if not done:
         return
@@ -228,43 +232,48 @@ def _store_outcomes(device_id: str, done: list[tuple[str, dict]]) -> None:
         ]
     )
     with connection.cursor() as cursor:
-        cursor.execute(STORE_OUTCOMES_SQL, [rows, device_id])
+        cursor.execute(STORE_OUTCOMES_SQL, [rows, user_id, device_id])
         if cursor.rowcount != len(done):
             raise DatabaseError(f"stored {cursor.rowcount} of {len(done)} sync outcomes")
 
 
-def _release_claims(device_id: str, operation_ids: list[str]) -> None:
+def _release_claims(user_id: uuid.UUID, device_id: str, operation_ids: list[str]) -> None:
     """Drop the claims of operations not applied, so a retried upload applies them."""
     if operation_ids:
         with connection.cursor() as cursor:
             cursor.execute(
-                "DELETE FROM offline_sync_queue WHERE device_id = %s AND operation_id = ANY(%s)"
+                "DELETE FROM offline_sync_queue WHERE user_id = %s AND device_id = %s AND operation_id = ANY(%s)"
                 " AND sync_status = 'processing'",
-                [device_id, operation_ids],
+                [user_id, device_id, operation_ids],
             )
 
 
-def _stored_results(device_id: str, operation_ids: list[str]) -> dict[str, dict]:
-    """Results for operations another upload stored; an id of another user's device is refused."""
+def _stored_results(user_id: uuid.UUID, device_id: str, operation_ids: list[str]) -> dict[str, dict]:
+    """Stored outcomes, as `duplicate`, of this user's operations that another upload claimed.
+
+    The claim waited for that upload, so its row is normally there. If it is not (that upload
+    dropped its claim after an unexpected error), the operation was not applied: the device
+    retries it, as it would after any failed request.
+    """
     if not operation_ids:
         return {}
     stored = dict(
-        OfflineSyncOperation.objects.filter(device_id=device_id, operation_id__in=operation_ids).values_list(
-            "operation_id", "result"
-        )
+        OfflineSyncOperation.objects.filter(
+            user_id=user_id, device_id=device_id, operation_id__in=operation_ids
+        ).values_list("operation_id", "result")
     )
     results = {}
     for operation_id in operation_ids:
         if operation_id in stored:
             results[operation_id] = {"id": operation_id, "status": "duplicate", "original": stored[operation_id]}
         else:
-            # The pair is taken by another user's device: their row is invisible here.
             results[operation_id] = {
                 "id": operation_id,
                 "status": "failed",
                 "error": {
-                    "code": "operation_id_taken",
-                    "message": "This device and operation id belong to another user.",
+                    "code": "operation_interrupted",
+                    "message": "Another upload of this operation stopped before applying it; send it again.",
+                    "retryable": True,
                 },
             }
     return results
@@ -288,7 +297,7 @@ def _apply_isolated(actor: Actor, op: IncomingOperation, known: Known, savepoint
             # Another transaction created the row or lesson-day mark since it was read: look again.
             if attempt == 0:
                 continue
-            return Outcome(status="failed", error={"code": "integrity_error", "message": str(exc).split("\n")[0]})
+            return Outcome(status="failed", error=integrity_refusal(op, exc).as_error())
         except DatabaseError as exc:
             if not is_transient(exc):
                 raise
@@ -404,11 +413,15 @@ def _run_chunk(actor: Actor, device_id: str, ops: list[IncomingOperation], resul
         except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the commit
             crash = exc
             finished = {operation_id for operation_id, _ in run.done}
-            _release_claims(device_id, [op.operation_id for op in mine if op.operation_id not in finished])
+            _release_claims(
+                actor.user_id, device_id, [op.operation_id for op in mine if op.operation_id not in finished]
+            )
         done = run.finished()
-        _store_outcomes(device_id, done)
+        _store_outcomes(actor.user_id, device_id, done)
         run.savepoints.flush()
-    results.update(_stored_results(device_id, [op.operation_id for op in ops if op.operation_id not in claimed]))
+    results.update(
+        _stored_results(actor.user_id, device_id, [op.operation_id for op in ops if op.operation_id not in claimed])
+    )
     if crash is not None:
         raise _ChunkCrashed(crash)
     return [operation_id for operation_id, _ in done]

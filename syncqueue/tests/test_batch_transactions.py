@@ -28,7 +28,8 @@ def feedback(school, content):
 
 def test_a_database_error_in_one_operation_rolls_back_only_that_operation(schools, client_for, upload):
     a, b = schools.a, schools.b
-    # School B's task id: invisible to A (RLS), so the INSERT reaches the primary key and fails.
+    # School B's task id: invisible to A (RLS), so the INSERT reaches the primary key and fails,
+    # answered as any taken id.
     clash = op(
         "home_tasks",
         data={"student_id": str(a.student.pk), "group_id": str(a.group.pk), "title": "Clash"},
@@ -37,7 +38,7 @@ def test_a_database_error_in_one_operation_rolls_back_only_that_operation(school
     ops = [feedback(a, "before"), clash, feedback(a, "after")]
     body = upload(client_for(a.teacher_user), ops)
     assert [r["status"] for r in body["results"]] == ["completed", "failed", "completed"]
-    assert body["results"][1]["error"]["code"] == "integrity_error"
+    assert body["results"][1]["error"]["code"] == "already_exists"
     assert platform(lambda: FeedbackEntry.objects.filter(content__in=["before", "after"]).count()) == 2
     assert platform(lambda: HomeTask.objects.get(pk=b.task.pk).title) != "Clash"
     stored = platform(lambda: dict(OfflineSyncOperation.objects.values_list("operation_id", "sync_status")))
@@ -121,7 +122,7 @@ def test_a_failing_row_among_inserts_written_together_fails_alone(schools, clien
     ops = [task(a, "together 0"), task(a, "together clash", recordId=str(b.task.pk)), task(a, "together 2")]
     body = upload(client_for(a.teacher_user), ops)
     assert [r["status"] for r in body["results"]] == ["completed", "failed", "completed"]
-    assert body["results"][1]["error"]["code"] == "integrity_error"
+    assert body["results"][1]["error"]["code"] == "already_exists"
     assert task_events() == ["together 0", "together 2"]  # nothing of the failed statement stays
     assert platform(lambda: HomeTask.objects.filter(title__startswith="together").count()) == 2
 
