@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The stamp covers both requirement sets: a change to either reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test test-cluster lint fuzz venv bench-gateway bench-pipeline bench-sync bench-bandwidth clean-data
+.PHONY: run test test-cluster test-faults lint fuzz venv bench-gateway bench-pipeline bench-sync bench-bandwidth clean-data
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ test: venv
 # Scale-out on real HAProxy, PgBouncer and Redis Sentinel (installed when missing); a few minutes.
 test-cluster: venv
 	bash scripts/test-cluster.sh
+
+# Faults injected into a running server (README: Reliability): about 6 minutes, bounded at 9.
+test-faults: venv
+	bash scripts/test-faults.sh
 
 # Schema-driven API fuzzing, longer than the bounded run in `make test` (README: Testing).
 fuzz: venv

@@ -96,8 +96,7 @@ class Server {
   }
 }
 
-async function createHarness({ env = {} } = {}) {
-  const dbName = `e2e_${process.pid}_${crypto.randomBytes(3).toString('hex')}`
+async function createHarness({ env = {}, dbName = `e2e_${process.pid}_${crypto.randomBytes(3).toString('hex')}` } = {}) {
   const prepared = JSON.parse(execFileSync(PYTHON, [path.join(__dirname, 'prepare.py'), 'create', dbName], {
     cwd: ROOT,
     encoding: 'utf8',
