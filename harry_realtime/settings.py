@@ -64,6 +64,8 @@ MIDDLEWARE = [
     # Before the rest, so that it compresses their final response (harry_realtime/compression.py).
     "harry_realtime.compression.GzipResponseMiddleware",
     "harry_realtime.compression.GzipRequestMiddleware",
+    # The API's URL path and query string: no NUL or lone surrogate reaches a view.
+    "harry_realtime.inputguard.InputGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin, API docs) from the web process itself, compressed (Deploying in README).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -228,6 +230,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "harry_realtime.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only, through the input guard (harry_realtime/inputguard.py): depth, NUL and lone
+    # surrogates, 64-bit integers, body size. Form and multipart bodies get 415.
+    "DEFAULT_PARSER_CLASSES": ["harry_realtime.inputguard.GuardedJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
+from harry_realtime import inputguard
 from harry_realtime.errors import Invalid
 from school.models import Attendance, FeedbackEntry, HomeTask, Student, StudentRanking
 
@@ -144,6 +146,8 @@ def clean_changes(spec: TableSpec, role: str, operation_type: str, data: Mapping
                 changes[name] = None if value is None and f.null else uuid.UUID(str(value))
             else:
                 changes[name] = f.clean(value, None)
+                if isinstance(changes[name], date) and not inputguard.date_in_range(changes[name]):
+                    invalid[name] = [inputguard.DATE_RANGE_MESSAGE]
         except (ValidationError, ValueError, TypeError) as exc:
             invalid[name] = exc.messages if isinstance(exc, ValidationError) else ["Not a valid id."]
     if invalid:

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from events.models import PRIORITIES
 from events.services import DELIVERY_METHODS, EVENT_TYPES, SCOPES
+from harry_realtime.inputguard import PlausibleDateTimeField
 
 
 class MultilingualTextSerializer(serializers.Serializer):
@@ -22,8 +23,8 @@ class BroadcastPayloadSerializer(serializers.Serializer):
 
 class DeliverySerializer(serializers.Serializer):
     priority = serializers.ChoiceField(choices=PRIORITIES)
-    scheduledFor = serializers.DateTimeField(required=False)
-    expiresAt = serializers.DateTimeField(required=False)
+    scheduledFor = PlausibleDateTimeField(required=False)
+    expiresAt = PlausibleDateTimeField(required=False)
     methods = serializers.ListField(child=serializers.ChoiceField(choices=sorted(DELIVERY_METHODS)), allow_empty=False)
 
 

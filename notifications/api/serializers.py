@@ -3,6 +3,7 @@ import json
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from harry_realtime.inputguard import PlausibleDateTimeField
 from notifications.models import LANGUAGES, NOTIFICATION_TYPES, PLATFORMS, PRIORITIES, DeviceToken, PushNotification
 
 
@@ -83,8 +84,8 @@ class SendSerializer(serializers.Serializer):
     title = TextField()
     body = TextField()
     priority = serializers.ChoiceField(choices=PRIORITIES, default="normal")
-    scheduled_for = serializers.DateTimeField(required=False)
-    expires_at = serializers.DateTimeField(required=False)
+    scheduled_for = PlausibleDateTimeField(required=False)
+    expires_at = PlausibleDateTimeField(required=False)
     islamic_greeting = serializers.BooleanField(default=False)
     prayer_time_aware = serializers.BooleanField(default=True)
     ios_configuration = serializers.DictField(required=False)

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from events.models import APP_STATES, CONNECTION_QUALITIES, LANGUAGES, PERFORMANCE_MODES, SUBSCRIPTION_TYPES
+from harry_realtime.inputguard import PlausibleDateField
 from school.models import AttendanceStatus
 
 PLATFORMS = ["ios", "android", "web"]
@@ -96,7 +97,7 @@ class MarkSerializer(serializers.Serializer):
     studentId = serializers.UUIDField()
     status = serializers.ChoiceField(choices=AttendanceStatus.values)
     notes = serializers.CharField(max_length=2000, required=False, allow_blank=True)
-    attendanceDate = serializers.DateField(required=False)
+    attendanceDate = PlausibleDateField(required=False)
     override = serializers.BooleanField(default=False)
 
 

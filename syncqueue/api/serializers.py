@@ -13,13 +13,16 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from harry_realtime import jsonutil
+from harry_realtime import inputguard, jsonutil
 from syncqueue.apply import IncomingOperation
 from syncqueue.models import STRATEGIES
 from syncqueue.policy import BATTERY_ADJUSTMENT
 
 OPERATION_TYPES = ("INSERT", "UPDATE", "DELETE")
 MAX_ID_LENGTH = 200
+# An operation sits two levels down in the batch (object, operations list): its own nesting
+# counts from there towards the guard's MAX_DEPTH.
+OPERATION_DEPTH = 2
 
 
 class QueueSyncRequestSerializer(serializers.Serializer):
@@ -49,6 +52,12 @@ def parse_operation(raw: Any, *, batch_context: dict) -> IncomingOperation | dic
     """One OfflineOperation as an IncomingOperation, or its failed result when malformed."""
     if not isinstance(raw, dict):
         return _failed(None, "malformed_operation", "An operation is a JSON object.")
+    problem = inputguard.problem_of(raw, depth=OPERATION_DEPTH)
+    if problem is not None:
+        # A value no column can carry (a NUL, a lone surrogate, an integer beyond 64 bits) fails
+        # this operation only; its id is echoed only when the id itself is clean.
+        op_id = raw.get("id") if problem.path != "id" else None
+        return _failed(op_id, problem.code, problem.message, {"path": problem.path})
     op_id = raw.get("id")
     if not isinstance(op_id, str) or not op_id or len(op_id) > MAX_ID_LENGTH:
         return _failed(op_id, "missing_field", "Every operation carries the device's own id.", ["id"])
@@ -68,9 +77,14 @@ def parse_operation(raw: Any, *, batch_context: dict) -> IncomingOperation | dic
             record_id = uuid.UUID(str(record_id))
         except ValueError:
             return _failed(op_id, "invalid_record_id", "recordId is not a UUID.")
-    timestamp = parse_datetime(raw["timestamp"]) if isinstance(raw["timestamp"], str) else None
+    try:
+        timestamp = parse_datetime(raw["timestamp"]) if isinstance(raw["timestamp"], str) else None
+    except ValueError:  # well formed, but no such date or time (month 13)
+        timestamp = None
     if timestamp is None:
         return _failed(op_id, "invalid_timestamp", "timestamp is an ISO 8601 date-time.")
+    if not inputguard.date_in_range(timestamp):
+        return _failed(op_id, "date_out_of_range", inputguard.DATE_RANGE_MESSAGE, ["timestamp"])
     if timezone.is_naive(timestamp):
         timestamp = timezone.make_aware(timestamp, timezone.get_default_timezone())
     strategy = raw.get("conflictResolutionStrategy") or "teacher_authority"

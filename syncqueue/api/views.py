@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from harry_realtime.api import TenantAPIView
 from harry_realtime.errors import Forbidden, Invalid, NotFound, TooLarge
+from harry_realtime.inputguard import SyncBatchJSONParser
 from harry_realtime.openapi import errors
 from school.models import Role, User
 from syncqueue import selectors, services, upload
@@ -36,6 +37,8 @@ class SyncQueueView(TenantAPIView):
     # The service commits in chunks, each operation under its own savepoint, so one failure
     # never undoes the rest of the batch (services module docstring).
     tenant_transaction = False
+    # A bad value inside one operation fails that operation, not the batch (harry_realtime/inputguard.py).
+    parser_classes = [SyncBatchJSONParser]
 
     @extend_schema(
         request=QueueSyncRequestDocSerializer,
