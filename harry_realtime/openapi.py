@@ -3,9 +3,10 @@ every operation can give, so the published schema matches what the server answer
 schema-driven fuzzer, `scripts/fuzz_api.py`, checks it) and client generators get the errors.
 
 Views document their own success bodies and their domain errors; this hook adds what the shared
-machinery answers: 400 (`validation_error`, malformed JSON), 401 (`not_authenticated`,
+machinery answers: 400 (`validation_error`, the input guard's codes), 401 (`not_authenticated`,
 `invalid_token`, …) and 403 for authenticated operations, 404 for operations with path
-parameters (an unknown id, or a path that matches no route), 405 and 415 from DRF's dispatch.
+parameters (an unknown id, or a path that matches no route), 405 and 415 from DRF's dispatch,
+413 for a body over the limit (`payload_too_large`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ class ErrorSerializer(serializers.Serializer):
 
 
 DESCRIPTIONS = {
-    "400": "Invalid request (`validation_error` with field details, `parse_error`, or a domain code).",
+    "400": (
+        "Invalid request: `validation_error` with field details, a domain code, or the input guard's"
+        " `invalid_json`, `json_too_deep`, `invalid_string`, `integer_out_of_range`, `number_out_of_range`."
+    ),
     "401": "Missing, malformed, expired or revoked credentials.",
     "403": "Authenticated, but not allowed to do this.",
     "404": "No such resource in the caller's school, or no such route.",
@@ -96,7 +100,7 @@ def add_error_responses(result, generator, request, public):
         for operation in operations.values():
             codes = ["400", "405"]
             if operation.get("requestBody"):
-                codes.append("415")
+                codes += ["413", "415"]
             if _is_authenticated(operation):
                 codes += ["401", "403"]
             if "{" in path:
