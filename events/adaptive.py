@@ -255,7 +255,10 @@ class AdaptiveDeliveryMixin:
 
     async def _notice_held_later(self) -> None:
         await asyncio.sleep(settings.REALTIME_HELD_NOTICE_SECONDS)
-        await self.notice_held()
+        try:
+            await self.notice_held()
+        except Exception:  # the socket went away meanwhile: its teardown follows
+            log.info("held-back notice not sent", exc_info=True)
 
     async def notice_held(self) -> None:
         """One `system` message per topic with events waiting (or just caught up)."""

@@ -11,6 +11,15 @@ reaches sockets through the channel layer group of a topic (`events.topics.group
 Lifecycle points: connect, handle_heartbeat, handle_join (authorize, then complete_join),
 handle_leave / leave_channel, handle_track / handle_untrack, handle_access_token,
 realtime_tick (idle close and token expiry), disconnect.
+
+Every way a socket ends runs one teardown, `end()`, exactly once: the client's close
+(`websocket.disconnect`), a send that fails because the peer is gone (uvicorn raises
+`ClientDisconnected`, or `RuntimeError` after the server's own close; `send` turns any failure
+into `SocketGone`, which unwinds the handler and stops the consumer), a close during a join or a
+replay, the idle timeout, the server's close, a revoked user, and the consumer's task being
+cancelled or failing (`__call__`'s `finally`). It releases the connection slot, leaves every
+channel-layer group (also of a join still in progress), untracks the tracked presences, cancels
+the watchdog and the adaptive-delivery timers and marks the connection rows disconnected.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -56,6 +66,7 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_ABNORMAL = 1006  # what a teardown without a close frame is recorded as
 
 
 @dataclass
@@ -90,6 +101,14 @@ class JoinRefused(Exception):
         self.reason = reason
 
 
+class SocketGone(StopConsumer):
+    """A send found the peer gone: unwinds the running handler and stops the consumer, whose
+    `__call__` then runs the teardown (a StopConsumer ends Channels' dispatch loop cleanly)."""
+
+
+JOIN_FAILED = "JoinFailed: the server could not complete the join; retry"
+
+
 @database_sync_to_async
 def _authorize(claims: TokenClaims, sub_topic: str):
     user = load_user(claims)
@@ -108,6 +127,10 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         self.last_frame = time.monotonic()
         self.watchdog: asyncio.Task | None = None
         self.deadlines_changed = asyncio.Event()
+        # The join being completed: its group is joined before the channel is registered.
+        self.joining: JoinedChannel | None = None
+        self.gone = False  # nothing more is sent: the peer went away or the teardown began
+        self.ended = False  # the teardown ran (or runs)
         # Keeps realtime_subscriptions / realtime_presence true for this socket (debounced).
         self.mirror = PresenceMirror()
         self.open_profile({})
@@ -133,15 +156,52 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         presence_state.ensure_liveness()
         self.watchdog = asyncio.get_running_loop().create_task(self._watch())
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception:
+            log.exception("realtime socket failed")
+        finally:
+            # Whatever ended the consumer (a failed send, a crash, a cancelled task), the socket's
+            # traces go; shielded so that a cancellation cannot cut the teardown short.
+            await asyncio.shield(self.end(CLOSE_ABNORMAL))
+
     async def disconnect(self, code: int) -> None:
-        revocation.forget(self.channel_name)
-        await lifecycle.closed(self, code)
-        await self.mirror.closed()
+        await self.end(code)
+
+    async def end(self, code: int) -> None:
+        """The one teardown of a socket, however it ended; runs once, each step on its own so
+        that one failing (Redis or the database away) does not keep the others from running."""
+        if self.ended:
+            return
+        self.ended = self.gone = True
+        steps = [
+            ("watchdog", self._stop_watchdog),
+            ("revocation", self._forget_revocation),
+            ("lifecycle", lambda: lifecycle.closed(self, code)),
+            ("adaptive", self._close_adaptive),
+        ]
+        for channel in [*self.channels_joined.values(), *([self.joining] if self.joining else [])]:
+            steps.append((f"leave {channel.topic}", lambda channel=channel: self.drop_channel(channel)))
+        steps += [("slot", self._release_slot), ("mirror", self.mirror.closed)]
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("socket teardown step %s failed connection_id=%s", name, self.channel_name)
+        self.joining = None
+
+    async def _stop_watchdog(self) -> None:
         if self.watchdog is not None:
             self.watchdog.cancel()
+
+    async def _forget_revocation(self) -> None:
+        revocation.forget(self.channel_name)
+
+    async def _close_adaptive(self) -> None:
         self.close_adaptive()
-        for channel in list(self.channels_joined.values()):
-            await self.leave_channel(channel, notify=False)
+
+    async def _release_slot(self) -> None:
         if self.slot is not None:
             await self.slot.release()
             self.slot = None
@@ -171,6 +231,8 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         started = time.perf_counter()
         try:
             await self.dispatch_message(message)
+        except StopConsumer:  # the peer is gone: the teardown follows
+            raise
         except Exception:  # one bad message must not take the socket (or the process) down
             log.exception("realtime message failed topic=%r event=%r", message.topic, message.event)
             await self._reply(message, "error", {"reason": "InternalError: the server could not handle this message"})
@@ -223,7 +285,6 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
             await self._reply(message, "error", {"reason": refused.reason})
             return
         await self.complete_join(message, channel)
-        lifecycle.joined(self, message.topic)
 
     async def authorize_join(self, message: Message) -> JoinedChannel:
         topic = message.topic
@@ -258,12 +319,16 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         except TopicDenied as denied:
             raise JoinRefused(denied.reason) from None
         if self.slot is None:
-            slot = limits.ConnectionSlot(self.channel_name, claims.user_id, claims.organization_id)
+            # Held before it is taken, so that a teardown during the acquisition releases it too.
+            self.slot = limits.ConnectionSlot(self.channel_name, claims.user_id, claims.organization_id)
             try:
-                await slot.acquire(lease=self.connection_lease())
+                await self.slot.acquire(lease=self.connection_lease())
             except limits.ConnectionLimitReached as exc:
+                self.slot = None
                 raise JoinRefused(exc.reason) from None
-            self.slot = slot
+            except Exception:
+                self.slot = None
+                raise
             revocation.watch(
                 self.channel_name, user_id=claims.user_id, organization_id=claims.organization_id, role=claims.role
             )
@@ -283,28 +348,62 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         )
 
     async def complete_join(self, message: Message, channel: JoinedChannel) -> None:
+        """Answer `ok` only once everything the join needs has succeeded: the channel-layer group
+        is joined (before anything is read, so a live event is in the replay or arrives after
+        it), the presence state is read and the replay's first page is loaded. Only then is the
+        channel registered and the reply sent; a failure before that is a join error the client
+        retries, and leaves nothing behind."""
         previous = self.channels_joined.get(channel.topic)
         if previous is not None:
             # A re-join replaces the old join; its phx_close carries the old join_ref, which the
             # client drops as outdated.
             await self.leave_channel(previous, notify=True)
+        self.joining = channel
+        try:
+            await self.channel_layer.group_add(channel.group, self.channel_name)
+            presence = await presence_state.state(channel.sub_topic)
+            replay = await self.prepare_replay(channel)
+        except Exception:
+            log.exception("join of %s failed connection_id=%s", channel.topic, self.channel_name)
+            self.joining = None
+            try:
+                await self.channel_layer.group_discard(channel.group, self.channel_name)
+            except Exception:
+                log.exception("could not leave the group of a failed join")
+            lifecycle.join_refused(self, message.topic, JOIN_FAILED)
+            await self._reply(message, "error", {"reason": JOIN_FAILED})
+            return
         self.channels_joined[channel.topic] = channel
+        self.joining = None
         self.channel_opened(channel)
-        await self.channel_layer.group_add(channel.group, self.channel_name)
         self.deadlines_changed.set()
         await self._reply(message, "ok", {"postgres_changes": [b.echo() for b in channel.bindings]})
-        await self._send(push(channel.topic, "presence_state", await presence_state.state(channel.sub_topic)))
+        lifecycle.joined(self, message.topic)
+        await self._send(push(channel.topic, "presence_state", presence))
         if channel.bindings:
             await self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")
         await self.mirror.joined(user=channel.user, topic=channel.sub_topic)
-        await self.adopt_connection_profile()
-        await self.replay_on_join(channel)
+        try:
+            await self.adopt_connection_profile()
+        except StopConsumer:
+            raise
+        except Exception:  # the join stands; the profile is taken at the next change
+            log.exception("adopting the connection profile failed connection_id=%s", self.channel_name)
+        await self.send_replay(channel, replay)
 
     async def handle_leave(self, channel: JoinedChannel, message: Message) -> None:
         await self._reply(message, "ok")
         await self.leave_channel(channel, notify=True)
 
     async def leave_channel(self, channel: JoinedChannel, *, notify: bool) -> None:
+        await self.drop_channel(channel)
+        if notify:
+            await self._send(push(channel.topic, "phx_close", {}, join_ref=channel.join_ref))
+        await self.mirror.left(topic=channel.sub_topic)
+
+    async def drop_channel(self, channel: JoinedChannel) -> None:
+        """What a join established on this process and in Redis goes: the registration, the
+        channel-layer group, the tracked presence (its leave is published)."""
         if self.channels_joined.get(channel.topic) is channel:
             del self.channels_joined[channel.topic]
             self.forget_replay(channel)
@@ -312,9 +411,6 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         await self.channel_layer.group_discard(channel.group, self.channel_name)
         if channel.presence_entry is not None:
             await self._untrack(channel)
-        if notify:
-            await self._send(push(channel.topic, "phx_close", {}, join_ref=channel.join_ref))
-        await self.mirror.left(topic=channel.sub_topic)
 
     # -- broadcast ----------------------------------------------------------------------------
 
@@ -462,7 +558,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         return max(0.0, wait)
 
     async def _watch(self) -> None:
-        while True:
+        while not self.ended:
             self.deadlines_changed.clear()
             wait = self._next_deadline()
             if wait > 0:
@@ -473,11 +569,37 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
                     pass
                 if self._next_deadline() > 0:
                     continue  # a frame or a new token moved the deadline meanwhile
-            await self.channel_layer.send(self.channel_name, {"type": "realtime.tick"})
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "realtime.tick"})
+            except Exception:  # Redis away: the next round tries again
+                log.warning("watchdog tick not sent connection_id=%s", self.channel_name, exc_info=True)
             # Give the consumer time to act on the tick before computing the next deadline.
             await asyncio.sleep(0.5)
 
     # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        """Every frame goes out here. Once the peer is gone nothing more is attempted: the first
+        failure (uvicorn's ClientDisconnected, websockets' ConnectionClosed, a send after the
+        server's close) marks the socket gone and raises SocketGone, so the handler stops and the
+        teardown runs (once) instead of the error escaping the consumer."""
+        if self.gone:
+            raise SocketGone()
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Exception as exc:
+            self.gone = True
+            log.info("socket gone while sending connection_id=%s: %s", self.channel_name, type(exc).__name__)
+            raise SocketGone() from exc
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self.gone:
+            return
+        try:
+            await super().close(code=code, reason=reason)
+        except (OSError, RuntimeError) as exc:  # the peer is gone (ClientDisconnected), or closed already
+            log.info("socket gone while closing connection_id=%s: %s", self.channel_name, type(exc).__name__)
+        self.gone = True
 
     async def _send(self, message: Message) -> None:
         await self.send(text_data=encode(message, self.vsn))

@@ -10,7 +10,7 @@ Mixed into `RealtimeSocket` (events/consumers.py):
 - `pipeline_broadcast_frame`: the listener's broadcasts (they carry an `audience`) get the same
   row rules and FERPA filter; events already sent by join-time replay are dropped. What the
   filter yields per access level is built once per process and message (`_shared`).
-- `replay_on_join`: `config.broadcast.replay = {since: <ms epoch>, limit: <n <= 1000>}` (and, as an
+- `prepare_replay` / `send_replay`: `config.broadcast.replay = {since: <ms epoch>, limit: <n <= 1000>}` (and, as an
   extension, `after_id: <seq>`) sends the topic's stored events before any live one, each with
   `meta.id` = seq and `meta.replayed: true`. The consumer handles one message at a time and joins
   the topic group before reading, so a live event is either in the replay (and dropped when it
@@ -207,13 +207,18 @@ class PipelineDeliveryMixin:
         self._note_target(channel, message)
         self.mirror.event_delivered()
 
-    async def replay_on_join(self, channel: Any) -> None:
+    async def prepare_replay(self, channel: Any) -> list[dict] | None:
+        """The join's replay, read before the join is answered (a failure here fails the join);
+        None when the join asked for none."""
         replay = _replay_config(channel.config)
         if replay is None:
-            return
+            return None
         messages = await _replayed_messages(channel.claims, channel.user, channel.sub_topic, replay)
         self._pipeline_state()["replayed"][channel.topic] = {m["meta"]["id"] for m in messages}
-        for message in messages:
+        return messages
+
+    async def send_replay(self, channel: Any, messages: list[dict] | None) -> None:
+        for message in messages or []:
             if message["type"] == "realtime.postgres_change":
                 if channel.bindings:
                     await self._send_change(channel, message)
