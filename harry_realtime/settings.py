@@ -328,9 +328,13 @@ REALTIME_IDLE_TIMEOUT_SECONDS = float(env("REALTIME_IDLE_TIMEOUT_SECONDS", "60")
 # Each web process asks PostgreSQL this often whether the users of its sockets may still sign in
 # (active, same school and role) and closes the sockets of those who may not (events/revocation.py).
 REALTIME_REVOCATION_POLL_SECONDS = float(env("REALTIME_REVOCATION_POLL_SECONDS", "2"))
-# A connection's slot in the shared per-user/per-org counts lapses unless heartbeats renew it,
-# so a crashed server process frees its slots within this time.
+# A connection's slot in the shared per-user/per-org counts lapses unless heartbeats renew it:
+# the last resort for a slot its live server process forgot (events/limits.py).
 REALTIME_CONNECTION_LEASE_SECONDS = float(env("REALTIME_CONNECTION_LEASE_SECONDS", "90"))
+# A server process renews its node heartbeat every third of this. A join that would be refused
+# for a full count first reclaims the slots of dead processes: one of this host whose process is
+# gone at once, one of another host once its heartbeat is this old (events/limits.py).
+REALTIME_NODE_TTL_SECONDS = float(env("REALTIME_NODE_TTL_SECONDS", "10"))
 # Presence of a server process that stopped renewing its liveness is removed after this time.
 REALTIME_PRESENCE_NODE_TTL_SECONDS = float(env("REALTIME_PRESENCE_NODE_TTL_SECONDS", "30"))
 

@@ -5,10 +5,12 @@ Layout (keys under the channel layer prefix):
   realtime:presence:node:<node>     set    "<topic>\\n<phx_ref>" of every entry that node tracks
   realtime:presence:nodes           zset   node -> last time it proved to be alive
 
-Each server process is a node that renews its liveness every few seconds. Any node that sees
-another one silent for longer than REALTIME_PRESENCE_NODE_TTL_SECONDS claims its entries, deletes
-them and publishes the `presence_diff` leaves, so a crashed process's presences vanish within
-about TTL plus one renewal interval.
+Each server process is a node (the same id as the owner of its connection slots,
+events/limits.py) that renews its liveness every few seconds. Any node that sees another one
+silent for longer than REALTIME_PRESENCE_NODE_TTL_SECONDS, or whose process ran on this host and
+is gone (its node heartbeat names it), claims its entries, deletes them and publishes the
+`presence_diff` leaves, so a crashed process's presences vanish within about TTL plus one renewal
+interval, and at the next round when it is restarted on the same host.
 """
 
 from __future__ import annotations
@@ -25,14 +27,12 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from events.limits import redis_client
+from events.limits import NODE_ID, dead_nodes, redis_client
 from events.messages import presence_diff_message
 from events.topics import group_name
 from harry_realtime.rediskeys import key
 
 log = logging.getLogger(__name__)
-
-NODE_ID = uuid.uuid4().hex
 
 _liveness_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
 
@@ -123,7 +123,9 @@ async def sweep(*, now: float | None = None) -> dict[str, list[dict[str, Any]]]:
     """Delete the presences of nodes silent for longer than the TTL; returns {topic: [entry]}."""
     client = redis_client()
     now = time.time() if now is None else now
-    dead = await client.zrangebyscore(_nodes_key(), "-inf", now - node_ttl())
+    silent = await client.zrangebyscore(_nodes_key(), "-inf", now - node_ttl())
+    others = set(await client.zrange(_nodes_key(), 0, -1)) - set(silent) - {NODE_ID}
+    dead = [*silent, *sorted(await dead_nodes(others, silent_is_dead=False))]
     removed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for node in dead:
         # One sweeper per dead node, even when every live process notices it at once.
