@@ -10,11 +10,14 @@ Mixed into `RealtimeSocket` (events/consumers.py):
 - `pipeline_broadcast_frame`: the listener's broadcasts (they carry an `audience`) get the same
   row rules and FERPA filter; events already sent by join-time replay are dropped. What the
   filter yields per access level is built once per process and message (`_shared`).
-- `prepare_replay` / `send_replay`: `config.broadcast.replay = {since: <ms epoch>, limit: <n <= 1000>}` (and, as an
-  extension, `after_id: <seq>`) sends the topic's stored events before any live one, each with
-  `meta.id` = seq and `meta.replayed: true`. The consumer handles one message at a time and joins
-  the topic group before reading, so a live event is either in the replay (and dropped when it
-  arrives live) or arrives after it: no gap, no duplicate at the seam.
+- `prepare_replay` / `send_replay`: `config.broadcast.replay = {since: <ms epoch>, limit: <n>}`
+  (and, as an extension, `after_id: <seq>`) sends all the topic's stored events since then before
+  any live one, oldest first, in pages of `selectors.REPLAY_PAGE`, each with `meta.id` = seq and
+  `meta.replayed: true`; beyond `limit` (at most REALTIME_REPLAY_MAX_EVENTS), or when a page
+  cannot be read, a `system` message `resync_required` names the first missing seq
+  (docs/protocol.md#replay). The consumer handles one message at a time and joins the topic group
+  before reading, so a live event is either in the replay (and dropped when it arrives live) or
+  arrives after it: no gap, no duplicate at the seam.
 - `handle_delivery_ack`: the client acknowledgement. Event `delivery_ack` on a joined topic with
   payload `{"ids": [<meta.id>, ...]}` (at most 500) marks those events `delivered`; the reply is
   `{"status": "ok", "response": {"delivered": <count>}}`. realtime-js sends it with
@@ -31,9 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from django.conf import settings
 
 from harry_realtime.tenancy import tenant_context
 
@@ -81,34 +87,58 @@ def _replay_config(config: dict) -> dict | None:
     return replay if isinstance(replay, dict) else None
 
 
+def replay_max() -> int:
+    return settings.REALTIME_REPLAY_MAX_EVENTS
+
+
 def validate_replay(config: dict) -> str | None:
     """Why a join's replay request is refused, or None when it is absent or valid."""
     replay = _replay_config(config)
     if replay is None:
         return None
-    since, limit, after = replay.get("since"), replay.get("limit", 100), replay.get("after_id")
+    since, limit, after = replay.get("since"), replay.get("limit", replay_max()), replay.get("after_id")
     if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
         return "InvalidReplay: since must be a time in milliseconds since the epoch"
     if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
         return "InvalidReplay: after_id must be an event id"
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= selectors.REPLAY_MAX:
-        return f"InvalidReplay: limit must be between 1 and {selectors.REPLAY_MAX}"
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= replay_max():
+        return f"InvalidReplay: limit must be between 1 and {replay_max()}"
     if since is None and after is None:
         return "InvalidReplay: give since (ms) or after_id"
     return None
 
 
+@dataclass
+class ReplayPage:
+    """One page of a join's replay: the messages of `events` stored events (of `asked`), the last
+    one `last_seq`. Fewer than asked: nothing more is stored."""
+
+    messages: list[dict]
+    events: int
+    asked: int
+    last_seq: int | None
+
+
 @database_sync_to_async
-def _replayed_messages(claims: Any, user: Any, topic: str, replay: dict) -> list[dict]:
+def _replay_page(claims: Any, user: Any, topic: str, replay: Replay, size: int) -> ReplayPage:
     with tenant_context(claims.tenant):
         events = selectors.replay_events(
-            user,
-            topic=topic,
-            since_ms=replay.get("since"),
-            after_id=replay.get("after_id"),
-            limit=replay.get("limit", 100),
+            user, topic=topic, since_ms=replay.since_ms, after_id=replay.after_id, limit=size
         )
-        return [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
+        messages = [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
+        return ReplayPage(messages, len(events), size, events[-1].seq if events else None)
+
+
+@dataclass
+class Replay:
+    """A join's replay in progress: the first page is read before the join is answered, the rest
+    after it, page by page, until nothing is left or `limit` events were sent."""
+
+    since_ms: int | None
+    after_id: int | None  # the last seq read so far (the next page starts after it)
+    limit: int
+    sent: int = 0
+    page: ReplayPage | None = None
 
 
 @database_sync_to_async
@@ -207,18 +237,52 @@ class PipelineDeliveryMixin:
         self._note_target(channel, message)
         self.mirror.event_delivered()
 
-    async def prepare_replay(self, channel: Any) -> list[dict] | None:
-        """The join's replay, read before the join is answered (a failure here fails the join);
-        None when the join asked for none."""
-        replay = _replay_config(channel.config)
-        if replay is None:
+    async def prepare_replay(self, channel: Any) -> Replay | None:
+        """The join's replay with its first page read, before the join is answered (a failure
+        here fails the join); None when the join asked for none."""
+        config = _replay_config(channel.config)
+        if config is None:
             return None
-        messages = await _replayed_messages(channel.claims, channel.user, channel.sub_topic, replay)
-        self._pipeline_state()["replayed"][channel.topic] = {m["meta"]["id"] for m in messages}
-        return messages
+        replay = Replay(config.get("since"), config.get("after_id"), config.get("limit", replay_max()))
+        self._pipeline_state()["replayed"][channel.topic] = set()
+        replay.page = await self._read_page(channel, replay, min(selectors.REPLAY_PAGE, replay.limit))
+        return replay
 
-    async def send_replay(self, channel: Any, messages: list[dict] | None) -> None:
-        for message in messages or []:
+    async def _read_page(self, channel: Any, replay: Replay, size: int) -> ReplayPage:
+        page = await _replay_page(channel.claims, channel.user, channel.sub_topic, replay, size)
+        # A live event that arrives while the replay runs and was in it is dropped as a duplicate.
+        replayed = self._pipeline_state()["replayed"].setdefault(channel.topic, set())
+        replayed.update(m["meta"]["id"] for m in page.messages)
+        return page
+
+    async def send_replay(self, channel: Any, replay: Replay | None) -> None:
+        """Send the stored events the join missed, oldest first, page after page. When `limit`
+        events went out and more are stored, or a page cannot be read, the client is told
+        `resync_required` with where the replay stopped: never silently less."""
+        while replay is not None and replay.page is not None:
+            page, replay.page = replay.page, None
+            await self._send_replayed(channel, page.messages)
+            replay.sent += page.events
+            replay.after_id = page.last_seq if page.last_seq is not None else replay.after_id
+            if page.events < page.asked:
+                return  # nothing more is stored
+            try:
+                if replay.sent >= replay.limit:
+                    more = await _replay_page(channel.claims, channel.user, channel.sub_topic, replay, 1)
+                    if more.events:
+                        await self._resync_required(channel, replay, first_missing_id=more.last_seq)
+                    return
+                size = min(selectors.REPLAY_PAGE, replay.limit - replay.sent)
+                replay.page = await self._read_page(channel, replay, size)
+            except StopConsumer:
+                raise
+            except Exception:
+                log.exception("replay of %s stopped after %d events", channel.topic, replay.sent)
+                await self._resync_required(channel, replay, first_missing_id=None)
+                return
+
+    async def _send_replayed(self, channel: Any, messages: list[dict]) -> None:
+        for message in messages:
             if message["type"] == "realtime.postgres_change":
                 if channel.bindings:
                     await self._send_change(channel, message)
@@ -227,6 +291,25 @@ class PipelineDeliveryMixin:
             if body is not None:
                 await self._send(push(channel.topic, "broadcast", body))
                 self._note_target(channel, message)
+
+    async def _resync_required(self, channel: Any, replay: Replay, *, first_missing_id: int | None) -> None:
+        why = "more were missed than one join replays" if first_missing_id else "the rest could not be read"
+        await self._send(
+            push(
+                channel.topic,
+                "system",
+                {
+                    "extension": "replay",
+                    "status": "error",
+                    "message": f"resync_required: {replay.sent} events replayed, {why}",
+                    "channel": channel.sub_topic,
+                    "code": "resync_required",
+                    "replayed": replay.sent,
+                    "after_id": replay.after_id,
+                    "first_missing_id": first_missing_id,
+                },
+            )
+        )
 
     def forget_replay(self, channel: Any) -> None:
         self._pipeline_state()["replayed"].pop(channel.topic, None)

@@ -12,7 +12,8 @@ from events.models import RealtimeEvent
 from events.topics import topics_for_user
 from school.models import Role, User
 
-REPLAY_MAX = 1000
+# Stored events read per query while a join replays (the replay goes on page after page).
+REPLAY_PAGE = 500
 POLL_MAX = 500
 
 
@@ -93,7 +94,8 @@ def poll_events(
 def replay_events(
     user: User, *, topic: str, since_ms: int | None, after_id: int | None, limit: int
 ) -> list[RealtimeEvent]:
-    """Stored events for one topic since a time (ms epoch) and/or after a seq, oldest first.
+    """The oldest `limit` stored events of one topic since a time (ms epoch) and/or after a seq,
+    oldest first: one page of a replay, which reads the next one after the last seq.
 
     The caller has authorized the topic already; RLS still applies. Tenant context.
     """
@@ -102,10 +104,7 @@ def replay_events(
         qs = qs.filter(created_at__gte=datetime.fromtimestamp(since_ms / 1000, tz=UTC))
     if after_id is not None:
         qs = qs.filter(seq__gt=after_id)
-    # The newest `limit`, delivered oldest first: a client that was away long sees the latest.
-    rows = list(qs.order_by("-seq")[: min(limit, REPLAY_MAX)])
-    rows.reverse()
-    return rows
+    return list(qs.order_by("seq")[:limit])
 
 
 def events_by_seq(seqs: list[int]) -> list[RealtimeEvent]:

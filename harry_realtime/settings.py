@@ -335,6 +335,9 @@ REALTIME_CONNECTION_LEASE_SECONDS = float(env("REALTIME_CONNECTION_LEASE_SECONDS
 # for a full count first reclaims the slots of dead processes: one of this host whose process is
 # gone at once, one of another host once its heartbeat is this old (events/limits.py).
 REALTIME_NODE_TTL_SECONDS = float(env("REALTIME_NODE_TTL_SECONDS", "10"))
+# The most stored events one join replays (in pages of events.selectors.REPLAY_PAGE); a client
+# that missed more is told `resync_required` (docs/protocol.md#replay) instead.
+REALTIME_REPLAY_MAX_EVENTS = env_int("REALTIME_REPLAY_MAX_EVENTS", 10000)
 # Presence of a server process that stopped renewing its liveness is removed after this time.
 REALTIME_PRESENCE_NODE_TTL_SECONDS = float(env("REALTIME_PRESENCE_NODE_TTL_SECONDS", "30"))
 

@@ -173,10 +173,93 @@ async def test_rejoin_with_after_id_gets_exactly_what_was_missed(schools, listen
     await socket.close()
 
 
-async def test_invalid_replay_is_refused(schools):
+def store_notes(school, count: int) -> list[int]:
+    """`count` broadcasts stored on the school's attendance topic; their seqs."""
+    from django.db import transaction
+
+    topic = attendance_topic(school).removeprefix("realtime:")
+    with as_tenant(school.admin_user), transaction.atomic():
+        RealtimeEvent.objects.bulk_create(
+            RealtimeEvent(
+                organization_id=school.org.pk,
+                event_type="system_announcement",
+                event_category="system",
+                priority="medium",
+                event_payload={"n": n},
+                event_metadata={"topics": [topic], "event": "note"},
+                broadcast_scope="group",
+            )
+            for n in range(count)
+        )
+        return list(
+            RealtimeEvent.objects.filter(event_metadata__event="note").order_by("seq").values_list("seq", flat=True)
+        )
+
+
+async def replayed_notes(socket: Socket, count: int) -> list:
+    out = []
+    while len(out) < count:
+        message = await socket.recv()
+        if message.event == "broadcast" and message.payload["event"] == "note":
+            assert message.payload["meta"]["replayed"] is True
+            out.append(message)
+    return out
+
+
+async def test_replay_sends_everything_missed_in_pages(schools, listener):
+    """More than two pages of events missed: all of them, in order, and no resync notice."""
+    a = schools.a
+    seqs = await sync_to_async(store_notes)(a, 1200)
+    socket, _ = await pg_join(a.teacher_user, attendance_topic(a), [], replay={"since": 0})
+    got = await replayed_notes(socket, 1200)
+    assert [m.payload["meta"]["id"] for m in got] == seqs
+    assert [m.payload["payload"]["n"] for m in got] == list(range(1200))
+    assert await socket.no_message(0.5)
+    await socket.close()
+
+
+async def test_replay_beyond_what_one_join_replays_says_resync_required(schools, settings):
+    settings.REALTIME_REPLAY_MAX_EVENTS = 600
+    a = schools.a
+    seqs = await sync_to_async(store_notes)(a, 700)
+    topic = attendance_topic(a)
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": seqs[0] - 1})
+    got = await replayed_notes(socket, 600)
+    assert [m.payload["meta"]["id"] for m in got] == seqs[:600]
+    notice = await socket.until("system", topic=topic)
+    assert notice.payload == {
+        "extension": "replay",
+        "status": "error",
+        "message": "resync_required: 600 events replayed, more were missed than one join replays",
+        "channel": topic.removeprefix("realtime:"),
+        "code": "resync_required",
+        "replayed": 600,
+        "after_id": seqs[599],
+        "first_missing_id": seqs[600],
+    }
+    await socket.close()
+    # Rejoining from where the replay stopped gets the rest, and no notice.
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": notice.payload["after_id"]})
+    assert [m.payload["meta"]["id"] for m in await replayed_notes(socket, 100)] == seqs[600:]
+    assert await socket.no_message(0.5)
+    await socket.close()
+
+
+async def test_replay_limit_of_the_client_is_never_silently_less(schools):
+    a = schools.a
+    seqs = await sync_to_async(store_notes)(a, 20)
+    topic = attendance_topic(a)
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": seqs[0] - 1, "limit": 10})
+    assert [m.payload["meta"]["id"] for m in await replayed_notes(socket, 10)] == seqs[:10]
+    notice = await socket.until("system", topic=topic)
+    assert (notice.payload["code"], notice.payload["first_missing_id"]) == ("resync_required", seqs[10])
+    await socket.close()
+
+
+async def test_invalid_replay_is_refused(schools, settings):
     socket = Socket()
     await socket.connect()
-    config = {"broadcast": {"replay": {"since": 0, "limit": 5000}}}
+    config = {"broadcast": {"replay": {"since": 0, "limit": settings.REALTIME_REPLAY_MAX_EVENTS + 1}}}
     reply = await socket.join(attendance_topic(schools.a), token(schools.a.teacher_user), config)
     assert reply.payload["status"] == "error"
     assert reply.payload["response"]["reason"].startswith("InvalidReplay:")
