@@ -67,6 +67,8 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_ABNORMAL = 1006  # what a teardown without a close frame is recorded as
+# How long after a socket's end messages already sent to its channel may still come in.
+INBOX_STRAGGLERS_SECONDS = 2.0
 
 
 @dataclass
@@ -183,7 +185,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         ]
         for channel in [*self.channels_joined.values(), *([self.joining] if self.joining else [])]:
             steps.append((f"leave {channel.topic}", lambda channel=channel: self.drop_channel(channel)))
-        steps += [("slot", self._release_slot), ("mirror", self.mirror.closed)]
+        steps += [("slot", self._release_slot), ("mirror", self.mirror.closed), ("inbox", self._forget_inbox)]
         for name, step in steps:
             try:
                 await step()
@@ -200,6 +202,16 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
 
     async def _close_adaptive(self) -> None:
         self.close_adaptive()
+
+    async def _forget_inbox(self) -> None:
+        """Messages already on their way to this channel when it left its groups would wait in
+        the layer's per-process buffer for a reader that never comes: dropped now and once more
+        when the stragglers are in."""
+        buffers = getattr(self.channel_layer, "receive_buffer", None)
+        if buffers is not None:
+            name = self.channel_name
+            buffers.pop(name, None)
+            asyncio.get_running_loop().call_later(INBOX_STRAGGLERS_SECONDS, buffers.pop, name, None)
 
     async def _release_slot(self) -> None:
         if self.slot is not None:

@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from websockets.asyncio.client import connect
 
+from events.consumers import INBOX_STRAGGLERS_SECONDS
 from events.limits import redis_client
 from events.models import RealtimeEvent
 from events.topics import attendance_topic, group_name
@@ -156,6 +157,9 @@ async def test_close_while_the_server_sends_leaves_nothing(schools, server, capl
     assert await nothing_left(user, sub_topic) == {"slots": [], "group": [], "presences": [], "watchdogs": []}
     assert "socket gone while sending" in caplog.text
     await accepted_at_once(server, user, topic)
+    # The fan-out already on its way to the dead channel does not wait in this process for ever.
+    await asyncio.sleep(INBOX_STRAGGLERS_SECONDS + 0.3)
+    assert {name: q.qsize() for name, q in layer.receive_buffer.items() if q.qsize()} == {}
 
 
 @sync_to_async
