@@ -256,6 +256,37 @@ async def test_replay_limit_of_the_client_is_never_silently_less(schools):
     await socket.close()
 
 
+def store_unreadable(school) -> int:
+    """A stored event of the topic that cannot be turned into messages (its change lacks the table)."""
+    topic = attendance_topic(school).removeprefix("realtime:")
+    with as_tenant(school.admin_user):
+        return RealtimeEvent.objects.create(
+            organization_id=school.org.pk,
+            event_type="system_announcement",
+            event_category="system",
+            priority="medium",
+            event_payload={"n": -1},
+            event_metadata={"topics": [topic], "event": "note", "change": {"schema": "public"}},
+            broadcast_scope="group",
+        ).seq
+
+
+async def test_replay_that_cannot_read_a_page_says_resync_required(schools):
+    """The first page went out after the join's ok; the second cannot be read: the client is told
+    where the replay stopped, not left with less."""
+    a = schools.a
+    topic = attendance_topic(a)
+    seqs = await sync_to_async(store_notes)(a, 600)
+    await sync_to_async(store_unreadable)(a)
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": seqs[0] - 1})
+    got = await replayed_notes(socket, 500)
+    notice = await socket.until("system", topic=topic)
+    assert notice.payload["code"] == "resync_required"
+    assert notice.payload["replayed"] == 500 and notice.payload["first_missing_id"] is None
+    assert notice.payload["after_id"] == got[-1].payload["meta"]["id"] == seqs[499]
+    await socket.close()
+
+
 async def test_invalid_replay_is_refused(schools, settings):
     socket = Socket()
     await socket.connect()
