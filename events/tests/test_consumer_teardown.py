@@ -12,6 +12,7 @@ presence is gone, and no watchdog of the dead socket is running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket as stdlib_socket
@@ -257,3 +258,19 @@ async def test_join_reply_follows_group_presence_and_replay(schools):
     assert all(m.payload["meta"]["replayed"] for m in replayed)
     assert await socket.no_message()
     await socket.close()
+
+
+async def test_a_cancelled_consumer_leaves_nothing(schools):
+    """The server cancels the consumer's task (a forced shutdown): the teardown still runs."""
+    user, topic = schools.a.teacher_user, socket_topic(schools.a)
+    sub_topic = topic.removeprefix("realtime:")
+    socket = Socket()
+    await socket.connect()
+    assert (await socket.join(topic, token(user))).payload["status"] == "ok"
+    ref = await socket.push(topic, "presence", {"type": "presence", "event": "track", "payload": {"a": 1}})
+    await socket.until("phx_reply", ref=ref)
+    assert len((await traces(user, sub_topic))["presences"]) == 1
+    socket.comm.future.cancel()
+    assert await nothing_left(user, sub_topic) == {"slots": [], "group": [], "presences": [], "watchdogs": []}
+    with contextlib.suppress(asyncio.CancelledError):
+        await socket.close()
