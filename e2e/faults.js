@@ -19,8 +19,8 @@
 // when it reconnects; every fault recovers. The clients keep `replay.after_id` at the last event
 // they saw, as an app would, so a rejoin asks for exactly the rest.
 //
-// Environment: FAULTS_RATE (changes per second, default 60), FAULTS_WEB_PORT / FAULTS_REDIS_PORT
-// (default: free ports), FAULTS_LOGS (a directory to keep every process's output in), DB_NAME
+// Environment: FAULTS_RATE (changes per second, default 70), FAULTS_WEB_PORT / FAULTS_REDIS_PORT
+// (default: free ports), FAULTS_REDIS_SERVER (the redis-server binary), FAULTS_LOGS (a directory to keep every process's output in), DB_NAME
 // (the database is `<DB_NAME>_faults`, dropped at the end).
 'use strict'
 
@@ -374,7 +374,7 @@ async function main() {
 
   // Its own Redis, without persistence: a restart starts empty, as a crashed cache does.
   const redisArgs = ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', logDir]
-  const redis = new Proc('redis', 'redis-server', redisArgs, { env: process.env, restart: false })
+  const redis = new Proc('redis', process.env.FAULTS_REDIS_SERVER || 'redis-server', redisArgs, { env: process.env, restart: false })
   Object.assign(stack, { redis, redisPort })
   await redis.waitOutput(/Ready to accept connections/)
 

