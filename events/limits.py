@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -184,10 +185,22 @@ if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 1 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 2 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[6])))
-redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[6])))
+local ttl = math.ceil(tonumber(ARGV[6]))
+for _, k in ipairs(KEYS) do
+  redis.call('ZADD', k, ARGV[2], ARGV[3])
+  if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+end
+return 0
+"""
+
+# Push a slot's lease, and each count's expiry when it would end sooner (EXPIRE ... GT is Redis 7
+# only; the embedded Redis of `make run` is 6.2).
+_RENEW = """
+local ttl = tonumber(ARGV[3])
+for _, k in ipairs(KEYS) do
+  redis.call('ZADD', k, 'XX', ARGV[2], ARGV[1])
+  if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+end
 return 0
 """
 
@@ -255,11 +268,7 @@ class ConnectionSlot:
     async def renew(self, *, lease: float | None = None) -> None:
         """`lease`: how long the slot lasts without the next renewal (a socket's profile sets it)."""
         lease = lease or settings.REALTIME_CONNECTION_LEASE_SECONDS
-        async with redis_client().pipeline(transaction=False) as pipe:
-            for k in self.keys:
-                pipe.zadd(k, {self.member: time.time() + lease}, xx=True)
-                pipe.expire(k, max(1, int(lease) + 1), gt=True)
-            await pipe.execute()
+        await redis_client().eval(_RENEW, 2, *self.keys, self.member, time.time() + lease, math.ceil(lease) + 1)
 
     async def release(self) -> None:
         async with redis_client().pipeline(transaction=False) as pipe:
