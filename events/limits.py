@@ -194,11 +194,12 @@ return 0
 """
 
 # Push a slot's lease, and each count's expiry when it would end sooner (EXPIRE ... GT is Redis 7
-# only; the embedded Redis of `make run` is 6.2).
+# only; the embedded Redis of `make run` is 6.2). A slot that is missing is added back: the socket
+# is alive, and Redis came back empty or a node was taken for dead while it was not.
 _RENEW = """
 local ttl = tonumber(ARGV[3])
 for _, k in ipairs(KEYS) do
-  redis.call('ZADD', k, 'XX', ARGV[2], ARGV[1])
+  redis.call('ZADD', k, ARGV[2], ARGV[1])
   if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
 end
 return 0
@@ -266,7 +267,8 @@ class ConnectionSlot:
             )
 
     async def renew(self, *, lease: float | None = None) -> None:
-        """`lease`: how long the slot lasts without the next renewal (a socket's profile sets it)."""
+        """`lease`: how long the slot lasts without the next renewal (a socket's profile sets it).
+        Only a live socket renews (never after its teardown released the slot)."""
         lease = lease or settings.REALTIME_CONNECTION_LEASE_SECONDS
         await redis_client().eval(_RENEW, 2, *self.keys, self.member, time.time() + lease, math.ceil(lease) + 1)
 

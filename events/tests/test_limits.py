@@ -110,6 +110,23 @@ async def test_renew_keeps_the_counts_alive_past_the_first_lease(schools, settin
     assert await client.zrange(slot.keys[0], 0, -1) == []
 
 
+async def test_a_live_socket_takes_its_slot_back_after_redis_lost_it(schools):
+    """Redis came back empty (or the node was taken for dead): the next heartbeat counts the socket again."""
+    user, topic = schools.a.teacher_user, socket_topic(schools.a)
+    status, socket = await join_status(user, topic)
+    assert status == "ok"
+    client = redis_client()
+    user_key, org_key = key("conn", "user", str(user.pk)), key("conn", "org", str(user.organization_id))
+    members = await client.zrange(user_key, 0, -1)
+    await client.delete(user_key, org_key)
+    ref = await socket.push("phoenix", "heartbeat", {})
+    await socket.until("phx_reply", ref=ref)
+    assert await client.zrange(user_key, 0, -1) == members == await client.zrange(org_key, 0, -1)
+    assert await client.ttl(user_key) > 0
+    await socket.close()
+    assert await client.zrange(user_key, 0, -1) == []
+
+
 # -- a real web process killed and restarted ------------------------------------------------------
 
 
