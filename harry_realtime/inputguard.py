@@ -16,11 +16,15 @@ machine-readable code before anything runs or is written:
 | a NUL or lone surrogate in the URL path or a query parameter | 400 `invalid_string` |
 
 PostgreSQL text and jsonb cannot hold a NUL; UTF-8 cannot encode a lone surrogate.
-`details.path` names where (`operations[3].data.notes`). Dates have a plausible range,
-`DATE_MIN`..`DATE_MAX` (1900-01-01 to 2100-12-31, wide enough for every birth date and school
-year, narrow enough that no later date arithmetic or time-zone shift overflows): the API's date
-and date-time fields (`PlausibleDateField`, `PlausibleDateTimeField`), the offline sync
-operations' timestamps and date columns use `check_date`.
+`details.path` names where (`operations[3].data.notes`).
+
+Dates have a plausible range, `DATE_MIN`..`DATE_MAX` = 1924-08-01..2077-11-16: the Umm al-Qura
+table of the Hijri calendar (`hijridate`, 1343-1500 AH), which the pipeline applies to school
+dates (an attendance event carries the Hijri date of its day; the culture API answers the same
+range). Any school year of the product's life lies inside; a date outside would be accepted and
+then fail in the listener (`OverflowError`), so the event would be lost. The API's date and
+date-time input fields (`PlausibleDateField`, `PlausibleDateTimeField`) and the offline sync
+operations' timestamps and date columns refuse what lies outside (`date_in_range`).
 
 The offline sync upload parses with `SyncBatchJSONParser`: the envelope is checked like any body,
 but a bad value inside one operation fails that operation alone (`problem_of`), as any malformed
@@ -46,7 +50,9 @@ from .errors import Invalid, TooLarge
 
 MAX_DEPTH = 32
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-DATE_MIN, DATE_MAX = date(1900, 1, 1), date(2100, 12, 31)
+# The Hijri calendar table's range (see the module docstring; harry_realtime/tests/test_inputguard.py
+# checks it against hijridate).
+DATE_MIN, DATE_MAX = date(1924, 8, 1), date(2077, 11, 16)
 API_PREFIXES = ("/api/", "/realtime/v1/api/")
 
 # A NUL character or a lone surrogate (a str holds surrogates only when unpaired).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -102,13 +102,26 @@ def test_the_sync_parser_leaves_operations_to_the_view_but_checks_the_envelope()
 @pytest.mark.parametrize(
     ("value", "ok"),
     [
-        (date(1900, 1, 1), True),
-        (date(2100, 12, 31), True),
+        (date(1924, 8, 1), True),
+        (date(2077, 11, 16), True),
         (date(1, 1, 1), False),
-        (date(1899, 12, 31), False),
+        (date(1924, 7, 31), False),
+        (date(2077, 11, 17), False),
         (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), False),
         (datetime(2026, 9, 1, 8, 0, tzinfo=UTC), True),
     ],
 )
 def test_the_plausible_date_range(value, ok):
     assert inputguard.date_in_range(value) is ok
+
+
+def test_the_date_range_is_what_the_hijri_calendar_carries():
+    """The pipeline gives school dates their Hijri date (hijridate's Umm al-Qura table): every date
+    in the range converts, the days just outside do not."""
+    from hijridate import Gregorian
+
+    for day in (inputguard.DATE_MIN, inputguard.DATE_MAX):
+        Gregorian(day.year, day.month, day.day).to_hijri()
+    for day in (inputguard.DATE_MIN - timedelta(days=1), inputguard.DATE_MAX + timedelta(days=1)):
+        with pytest.raises(OverflowError):
+            Gregorian(day.year, day.month, day.day).to_hijri()

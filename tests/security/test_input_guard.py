@@ -156,7 +156,7 @@ def test_far_dates_in_rest_fields_are_400(schools, client_for):
     error = _error(_post(client_for(a.admin_user), "/api/notifications/send", push), 400, "validation_error")
     assert "scheduled_for" in error["details"]
     with dangerously_platform_context():
-        assert not Attendance.objects.filter(attendance_date__year__lt=1900).exists()
+        assert not Attendance.objects.filter(attendance_date__year__lt=1924).exists()
 
 
 # --- offline sync: a bad value fails its operation, the rest of the batch applies ----------
@@ -223,7 +223,7 @@ def test_bad_values_in_operations_fail_them_with_codes(schools, client_for):
     with dangerously_platform_context():
         assert list(FeedbackEntry.objects.filter(author=a.teacher_user).values_list("content", flat=True)) == ["fine"]
         assert Attendance.objects.get(pk=a.attendance.pk).sync_version == 1
-        assert not Attendance.objects.filter(attendance_date__year__lt=1900).exists()
+        assert not Attendance.objects.filter(attendance_date__year__lt=1924).exists()
         # Refused on their shape: no queue rows; the far attendance date is refused when applied,
         # and its queue row records the refusal.
         stored = dict(OfflineSyncOperation.objects.values_list("operation_id", "sync_status"))
@@ -237,3 +237,26 @@ def test_a_bad_envelope_refuses_the_whole_batch(schools, client_for):
     _error(_post(client_for(a.teacher_user), SYNC, body), 400, "invalid_string")
     with dangerously_platform_context():
         assert not FeedbackEntry.objects.filter(content="never").exists()
+
+
+@committed
+@pytest.mark.parametrize(("day", "accepted"), [("1924-08-01", True), ("2077-11-16", True), ("1924-07-31", False)])
+def test_an_accepted_attendance_date_is_one_the_listener_can_carry(schools, client_for, day, accepted):
+    """The listener builds each attendance event with the day's Hijri date: every date the door
+    lets in converts; the day before the range is refused, not lost later with an OverflowError."""
+    from events import domain
+    from events.models import RealtimeEvent
+
+    a = schools.a
+    data = {"student_id": str(a.student.pk), "group_id": str(a.group.pk), "status": "present", "attendance_date": day}
+    (result,) = _sync(client_for(a.teacher_user), [op("attendance", data=data, op_id="op-day")])
+    assert (result["status"] == "completed") is accepted, result
+    if not accepted:
+        assert result["error"]["code"] == "invalid_value"
+        with dangerously_platform_context():
+            assert not Attendance.objects.filter(attendance_date=day).exists()
+        return
+    with dangerously_platform_context():
+        (event,) = RealtimeEvent.objects.filter(source_table="attendance", source_record_id=result["recordId"])
+    routed = domain.broadcasts(event)
+    assert routed[0][2]["payload"]["culturalContext"]["islamicDateRecorded"]
