@@ -9,7 +9,14 @@
   fanned out, and an event whose transaction commits after a higher seq was processed is picked
   up on the next pass instead of being skipped.
 - At-least-once: an event is marked processed after its messages were handed to the channel
-  layer; a crash in between re-sends it, and consumers drop a `meta.id` they already sent.
+  layer; a crash in between re-sends it, and each socket drops a `meta.id` it already delivered
+  (events/dedupe.py).
+- Faults are waited out, not fatal: any failure of PostgreSQL (a killed backend, a restart) or of
+  Redis (a restart, a pause, a refused connection) ends the session; the listener drops the
+  connections that may be stale (the ORM's, in the thread the ORM runs in, and the channel
+  layer's pool for this event loop), waits a bounded exponential backoff with jitter, connects
+  again, re-takes the advisory lock (or stands by if another listener took it meanwhile) and
+  resumes from the unprocessed events. A process supervisor's restart is the last resort.
 
 It works across all schools, so its queries run in `dangerously_platform_context()`.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,8 +34,9 @@ import psycopg
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
-from django.db import close_old_connections, connections, transaction
+from django.db import DatabaseError, InterfaceError, close_old_connections, connections, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from events import selectors
 from events.family import family_notices_create
@@ -43,6 +52,14 @@ log = logging.getLogger("harry.listener")
 NOTIFY_CHANNEL = "realtime_events"
 # Two-key advisory lock (objsubid 2), so it never collides with the one-key in-flight event locks.
 LEADER_LOCK = (0x52544C, 1)
+# Waits after a failure: the first, doubling per failure in a row up to the cap; each wait is
+# drawn between half and all of that (jitter), so listeners that lost the same server do not
+# come back in step. A session that fanned out events starts the count again.
+RECOVERY_BACKOFF_SECONDS = (0.2, 10.0)
+# A channel-layer send that Redis has not answered by then counts as a lost connection: a server
+# that vanished without closing its sockets would otherwise hold the listener forever (the layer's
+# sockets have no read timeout, decision 9). A paused Redis that answers within it is waited for.
+SEND_TIMEOUT_SECONDS = 30.0
 
 
 def conninfo(alias: str = "default") -> str:
@@ -64,6 +81,7 @@ class ListenerStats:
     batches: int = 0
     reconnects: int = 0
     last_batch_ms: float = 0.0
+    last_failure: str = ""
 
 
 def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
@@ -116,6 +134,53 @@ def _mark_processed(seqs: list[int]) -> None:
         events_mark_processed(seqs)
 
 
+def _drop_database_connections() -> None:
+    """Close this thread's database connections and check the pool's idle ones: after a killed
+    backend or a database restart they are dead, and each would fail one more unit of work.
+    Runs in the thread the ORM runs in (sync_to_async's), where those connections live."""
+    for conn in connections.all(initialized_only=True):
+        try:
+            conn.close()
+        except Exception:  # a dead connection may fail to close; it is dropped all the same
+            log.debug("closing database connection %s failed", conn.alias, exc_info=True)
+        pool = conn.pool if conn.settings_dict.get("OPTIONS", {}).get("pool") else None
+        if pool is not None and not pool.closed:
+            try:
+                pool.check()
+            except Exception:
+                log.debug("checking database pool %s failed", conn.alias, exc_info=True)
+
+
+async def _drop_redis_connections(layer: object) -> None:
+    """Close the channel layer's connections of this event loop (channels_redis keeps a pool per
+    loop); the next send opens new ones."""
+    pools = getattr(layer, "_layers", {}).get(asyncio.get_running_loop())
+    if pools is None:
+        return
+    try:
+        await pools.flush()
+    except Exception:
+        log.debug("closing the channel layer's connections failed", exc_info=True)
+
+
+def failure_cause(error: BaseException) -> str:
+    """`database`, `redis`, `network` or `unexpected` (for the log and the recovery counter)."""
+    if isinstance(error, (psycopg.Error, DatabaseError, InterfaceError)):
+        return "database"
+    if isinstance(error, RedisError):
+        return "redis"
+    if isinstance(error, (OSError, TimeoutError)):
+        return "network"
+    return "unexpected"
+
+
+def recovery_delay(failures: int) -> float:
+    """Seconds to wait after `failures` failures in a row (1, 2, ...): bounded, with jitter."""
+    first, cap = RECOVERY_BACKOFF_SECONDS
+    ceiling = min(cap, first * 2 ** max(0, failures - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
 def _seconds_until_scheduled() -> float | None:
     with dangerously_platform_context():
         due = selectors.next_scheduled_at()
@@ -129,29 +194,56 @@ class Listener:
         batch_size: int = 500,
         poll_interval: float = 2.0,
         standby_interval: float = 1.0,
+        send_timeout: float = SEND_TIMEOUT_SECONDS,
         alias: str = "default",
     ) -> None:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.standby_interval = standby_interval
+        self.send_timeout = send_timeout
         self.alias = alias
+        self._progress = False
         self.stats = ListenerStats()
         self.is_leader = asyncio.Event()
         self.layer = get_channel_layer()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set: connect, become leader, fan out; reconnect after any failure."""
-        backoff = 0.5
+        """Until `stop` is set: connect, become leader, fan out; after any failure drop the
+        connections that may be stale, back off and start again (module docstring)."""
+        failures = 0
         while not stop.is_set():
+            self._progress = False
             try:
                 await self._session(stop)
-                backoff = 0.5
-            except (psycopg.Error, OSError) as error:
-                self.stats.reconnects += 1
+                failures = 0
+            except Exception as error:  # any fault is waited out; the events wait in the outbox
                 self.is_leader.clear()
-                log.warning("listener connection lost (%s); reconnecting in %.1fs", error, backoff)
-                await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 10.0)
+                failures = 1 if self._progress else failures + 1
+                cause = failure_cause(error)
+                self.stats.reconnects += 1
+                self.stats.last_failure = cause
+                kpi.inc("harry_listener_recoveries_total", cause=cause)
+                delay = recovery_delay(failures)
+                log.log(
+                    logging.ERROR if cause == "unexpected" else logging.WARNING,
+                    "listener lost %s (%s: %s); reconnecting in %.2fs",
+                    cause,
+                    type(error).__name__,
+                    error,
+                    delay,
+                    exc_info=cause == "unexpected",
+                )
+                await self._drop_connections(cause)
+                await _sleep_or_stop(stop, delay)
+
+    async def _drop_connections(self, cause: str) -> None:
+        if cause != "redis":
+            try:
+                await sync_to_async(_drop_database_connections)()
+            except Exception:
+                log.debug("dropping database connections failed", exc_info=True)
+        if cause != "database":
+            await _drop_redis_connections(self.layer)
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(conninfo(self.alias), autocommit=True) as conn:
@@ -208,8 +300,10 @@ class Listener:
             seqs, messages, exhausted = await sync_to_async(_load_batch)(self.batch_size)
             if not seqs and exhausted:
                 return total
-            await self._send(messages)
+            async with asyncio.timeout(self.send_timeout):
+                await self._send(messages)
             await sync_to_async(_mark_processed)(seqs)
+            self._progress = True
             total += len(seqs)
             self.stats.events += len(seqs)
             self.stats.messages += len(messages)

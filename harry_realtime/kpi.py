@@ -79,6 +79,12 @@ METRICS = {
             ("source",),
         ),
         Metric(
+            "harry_listener_recoveries_total",
+            "counter",
+            "Listener sessions ended by a fault and started again, by cause: database, redis, network, unexpected.",
+            ("cause",),
+        ),
+        Metric(
             "harry_http_request_duration_seconds",
             "histogram",
             "HTTP request handling time by route pattern, method and status class.",

@@ -271,6 +271,14 @@ if _SENTINELS:
         "sentinel_kwargs": {"socket_timeout": redis_conn.SENTINEL_SOCKET_TIMEOUT},
     }
 CELERY_RESULT_BACKEND = None
+# Redis outages are waited out (docs/design.md, decision 15): a worker or beat that starts while
+# Redis is down keeps trying, and one that loses it reconnects for as long as it takes (Celery's
+# default gives up after 100 attempts, and then the worker exits). A task published on a pooled
+# connection that a Redis restart left dead is sent again on a new one (the publish retry).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -3,6 +3,7 @@
 import asyncio
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -43,6 +44,41 @@ def redis_server(port: int, *args: str) -> subprocess.Popen:
     )
     answering(port)
     return proc
+
+
+class OwnRedis:
+    """A redis-server of the test's own that survives its SIGKILL (append-only file, fsync on
+    every write): group memberships outlive the restart, as with a persistent production Redis."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc = self._start()
+
+    def _start(self):
+        return redis_server(self.port, "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.proc = self._start()
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.resume()
+            self.kill()
 
 
 @pytest.fixture
