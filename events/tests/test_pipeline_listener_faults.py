@@ -203,7 +203,7 @@ async def test_listener_survives_killed_database_backends_and_resumes_from_the_o
 
 async def test_listener_recovers_when_the_orm_connection_dies_between_send_and_mark(schools, monkeypatch):
     """A database failure after the send: the batch stays unprocessed and is sent again after the
-    reconnect (at least once; sockets drop the repeat, events/dedupe.py)."""
+    reconnect (at least once; sockets drop the repeat)."""
     await sync_to_async(mark_processed_backlog)()
     a = schools.a
     channel = await subscribe(attendance_topic(a))
