@@ -36,7 +36,6 @@ from harry_realtime.tenancy import tenant_context
 from . import batching, lifecycle, profiles, selectors
 from .messages import messages_for
 from .protocol import Message, push
-from .recipients import broadcast_for_recipient
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def _stored_messages(claims: Any, topic: str, seqs: list[int]) -> list[dict]:
 
 class AdaptiveDeliveryMixin:
     """Needs the consumer's `channels_joined`, `slot`, `mirror`, `apikey`, `deadlines_changed`,
-    `_send`, `_reply` and the delivery mixin's `_send_change` / `_note_target`."""
+    `_send`, `_reply` and the delivery mixin's `_send_change` / `send_stored_broadcast`."""
 
     def open_profile(self, params: dict[str, list[str]]) -> None:
         self.profile_error: str | None = None
@@ -306,13 +305,6 @@ class AdaptiveDeliveryMixin:
                 if channel.bindings:
                     await self._send_change(channel, message)
                 continue
-            body = broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
-            if body is None:
-                continue
-            self._note_target(channel, message)
-            if batcher is None:
-                await self._send(push(channel.topic, "broadcast", body))
-            else:
-                await batcher.add((body, None))
+            await self.send_stored_broadcast(channel, message, batcher)
         if batcher is not None:
             await batcher.flush()

@@ -8,16 +8,20 @@ Mixed into `RealtimeSocket` (events/consumers.py):
   The listener folds the change's broadcast into the same message (key `broadcast`), which is
   delivered first, as if it had come on its own.
 - `pipeline_broadcast_frame`: the listener's broadcasts (they carry an `audience`) get the same
-  row rules and FERPA filter; events already sent by join-time replay are dropped. What the
-  filter yields per access level is built once per process and message (`_shared`).
+  row rules and FERPA filter. What the filter yields per access level is built once per process
+  and message (`_shared`).
+- Each stored event at most once, in seq order, per topic (events/dedupe.py): live, replayed
+  and caught-up events alike pass `_delivered_before` and are noted by `_note_delivered` when
+  they go out (or into a socket batch), so a batch the listener sends again, messages the channel
+  layer hands over again and the replay seam never show twice.
 - `prepare_replay` / `send_replay`: `config.broadcast.replay = {since: <ms epoch>, limit: <n>}`
   (and, as an extension, `after_id: <seq>`) sends all the topic's stored events since then before
   any live one, oldest first, in pages of `selectors.REPLAY_PAGE`, each with `meta.id` = seq and
   `meta.replayed: true`; beyond `limit` (at most REALTIME_REPLAY_MAX_EVENTS), or when a page
   cannot be read, a `system` message `resync_required` names the first missing seq
   (docs/protocol.md#replay). The consumer handles one message at a time and joins the topic group
-  before reading, so a live event is either in the replay (and dropped when it arrives live) or
-  arrives after it: no gap, no duplicate at the seam.
+  before reading, so a live event is either in the replay (and dropped when it arrives live, as
+  delivered already) or arrives after it: no gap, no duplicate at the seam.
 - `handle_delivery_ack`: the client acknowledgement. Event `delivery_ack` on a joined topic with
   payload `{"ids": [<meta.id>, ...]}` (at most 500) marks those events `delivered`; the reply is
   `{"status": "ok", "response": {"delivered": <count>}}`. realtime-js sends it with
@@ -44,6 +48,7 @@ from django.conf import settings
 from harry_realtime.tenancy import tenant_context
 
 from . import ferpa, lifecycle, selectors
+from .dedupe import DeliveredSeqs
 from .messages import messages_for
 from .protocol import TOPIC_PREFIX, Message, encode, push
 from .recipients import (
@@ -61,6 +66,12 @@ MAX_ACK_IDS = 500
 SENT_FLUSH_SECONDS = 0.2
 # Channel-layer message types whose handlers never use a database connection on the loop.
 DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast", "realtime.batch"})
+# Frame kinds with delivered marks of their own: a change and its broadcast share a `meta.id`.
+BROADCAST = "broadcast"
+CHANGE = "postgres_changes"
+# Topics whose delivered marks a socket keeps after leaving them (a re-join on the same socket
+# still gets nothing twice); beyond this, the marks of topics no longer joined are let go.
+REMEMBERED_TOPICS = 32
 
 
 _SHARED = "__shared"
@@ -161,13 +172,25 @@ class PipelineDeliveryMixin:
 
     def _pipeline_state(self) -> dict:
         if not hasattr(self, "_pipeline"):
-            self._pipeline = {"replayed": {}, "sent": set(), "flush": None, "claims": None}
+            self._pipeline = {"delivered": {}, "sent": set(), "flush": None, "claims": None}
         return self._pipeline
 
-    def _already_replayed(self, channel: Any, meta: dict | None) -> bool:
-        seq = (meta or {}).get("id")
-        replayed = self._pipeline_state()["replayed"].get(channel.topic)
-        return bool(replayed and seq in replayed and not meta.get("replayed"))
+    def _delivered_seqs(self, channel: Any, kind: str) -> DeliveredSeqs:
+        delivered = self._pipeline_state()["delivered"]
+        marks = delivered.get((channel.topic, kind))
+        if marks is None:
+            marks = delivered[(channel.topic, kind)] = DeliveredSeqs()
+        return marks
+
+    def _delivered_before(self, channel: Any, message: dict, kind: str) -> bool:
+        """Whether this socket delivered this stored event (of this kind, on this topic) already."""
+        seq = (message.get("meta") or {}).get("id")
+        return seq is not None and self._delivered_seqs(channel, kind).seen(seq)
+
+    def _note_delivered(self, channel: Any, message: dict, kind: str) -> None:
+        seq = (message.get("meta") or {}).get("id")
+        if seq is not None:
+            self._delivered_seqs(channel, kind).add(seq)
 
     def _note_target(self, channel: Any, message: dict) -> None:
         """An event for this user reached their live socket: it counts as sent."""
@@ -191,13 +214,15 @@ class PipelineDeliveryMixin:
 
     def pipeline_broadcast_level(self, channel: Any, message: dict) -> str | None:
         """The access level at which this socket gets a listener's broadcast, or None when it must
-        not be sent (not theirs, or already sent by join-time replay)."""
-        if self._already_replayed(channel, message.get("meta")):
+        not be sent (not theirs, or delivered already: live, replayed or caught up)."""
+        if self._delivered_before(channel, message, BROADCAST):
             return None
         return broadcast_access(message, user_id=channel.user.pk, role=channel.user.role)
 
     def pipeline_broadcast_body(self, channel: Any, message: dict, level: str) -> dict:
+        """The body this socket gets; from here on the event counts as delivered to it."""
         self._note_target(channel, message)
+        self._note_delivered(channel, message, BROADCAST)
         return _shared(message, ("broadcast body", level), lambda: broadcast_body(message, level))
 
     def pipeline_broadcast_frame(self, channel: Any, message: dict, level: str) -> str:
@@ -218,11 +243,14 @@ class PipelineDeliveryMixin:
         if "broadcast" in message:  # the listener sends a change's broadcast along with it
             await self.realtime_broadcast(message["broadcast"])
         channel = self.channels_joined.get(TOPIC_PREFIX + message["topic"])
-        if channel is None or not channel.bindings or self._already_replayed(channel, message.get("meta")):
+        if channel is None or not channel.bindings:
             return
         await self._send_change(channel, message)
 
     async def _send_change(self, channel: Any, message: dict) -> None:
+        """A change (live, replayed or caught up) as this socket's `postgres_changes` push, once."""
+        if self._delivered_before(channel, message, CHANGE):
+            return
         user = channel.user
         access = postgres_change_access(
             message, user_id=user.pk, role=user.role, organization_id=user.organization_id, bindings=channel.bindings
@@ -232,6 +260,7 @@ class PipelineDeliveryMixin:
         ids, level = access
         # The binding ids are this socket's own; the filtered row is the same for its access level.
         data = _shared(message, ("change data", level), lambda: ferpa.filter_change(message["data"], level))
+        self._note_delivered(channel, message, CHANGE)
         await self._send(push(channel.topic, "postgres_changes", postgres_change_body(message, ids, data)))
         lifecycle.delivered(message)
         self._note_target(channel, message)
@@ -244,16 +273,12 @@ class PipelineDeliveryMixin:
         if config is None:
             return None
         replay = Replay(config.get("since"), config.get("after_id"), config.get("limit", replay_max()))
-        self._pipeline_state()["replayed"][channel.topic] = set()
         replay.page = await self._read_page(channel, replay, min(selectors.REPLAY_PAGE, replay.limit))
         return replay
 
     async def _read_page(self, channel: Any, replay: Replay, size: int) -> ReplayPage:
-        page = await _replay_page(channel.claims, channel.user, channel.sub_topic, replay, size)
-        # A live event that arrives while the replay runs and was in it is dropped as a duplicate.
-        replayed = self._pipeline_state()["replayed"].setdefault(channel.topic, set())
-        replayed.update(m["meta"]["id"] for m in page.messages)
-        return page
+        # A live event that was in the replay is dropped when it arrives: delivered already.
+        return await _replay_page(channel.claims, channel.user, channel.sub_topic, replay, size)
 
     async def send_replay(self, channel: Any, replay: Replay | None) -> None:
         """Send the stored events the join missed, oldest first, page after page. When `limit`
@@ -287,10 +312,21 @@ class PipelineDeliveryMixin:
                 if channel.bindings:
                     await self._send_change(channel, message)
                 continue
-            body = broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
-            if body is not None:
-                await self._send(push(channel.topic, "broadcast", body))
-                self._note_target(channel, message)
+            await self.send_stored_broadcast(channel, message)
+
+    async def send_stored_broadcast(self, channel: Any, message: dict, batcher: Any = None) -> None:
+        """A broadcast read back from the outbox (replay, catch-up), unless delivered already."""
+        if self._delivered_before(channel, message, BROADCAST):
+            return
+        body = broadcast_for_recipient(message, user_id=channel.user.pk, role=channel.user.role)
+        if body is None:
+            return
+        self._note_target(channel, message)
+        self._note_delivered(channel, message, BROADCAST)
+        if batcher is None:
+            await self._send(push(channel.topic, "broadcast", body))
+        else:
+            await batcher.add((body, None))
 
     async def _resync_required(self, channel: Any, replay: Replay, *, first_missing_id: int | None) -> None:
         why = "more were missed than one join replays" if first_missing_id else "the rest could not be read"
@@ -312,7 +348,13 @@ class PipelineDeliveryMixin:
         )
 
     def forget_replay(self, channel: Any) -> None:
-        self._pipeline_state()["replayed"].pop(channel.topic, None)
+        """A topic was left. Its delivered marks stay (a re-join on this socket still gets nothing
+        twice) while the socket remembers few topics; beyond that, those of topics not joined go."""
+        delivered = self._pipeline_state()["delivered"]
+        if len({topic for topic, _ in delivered}) <= REMEMBERED_TOPICS:
+            return
+        for key in [key for key in delivered if key[0] not in self.channels_joined]:
+            del delivered[key]
 
     async def handle_delivery_ack(self, channel: Any, message: Message) -> None:
         ids = (message.payload or {}).get("ids") if isinstance(message.payload, dict) else None

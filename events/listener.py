@@ -9,7 +9,8 @@
   fanned out, and an event whose transaction commits after a higher seq was processed is picked
   up on the next pass instead of being skipped.
 - At-least-once: an event is marked processed after its messages were handed to the channel
-  layer; a crash in between re-sends it, and each socket drops a `meta.id` it already delivered.
+  layer; a crash in between re-sends it, and each socket drops a `meta.id` it already delivered
+  (events/dedupe.py).
 - Faults are waited out, not fatal: any failure of PostgreSQL (a killed backend, a restart) or of
   Redis (a restart, a pause, a refused connection) ends the session; the listener drops the
   connections that may be stale (the ORM's, in the thread the ORM runs in, and the channel

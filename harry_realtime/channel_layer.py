@@ -69,7 +69,7 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
             self.receive_clean_locks.release(channel_key)
             if not task.cancelled() and task.exception() is not None:
                 # Redis went away first: the next receive takes the backup's messages again, and
-                # the sockets drop what they already delivered.
+                # the sockets drop what they already delivered (events/dedupe.py).
                 log.warning("channel layer could not clear its in-flight backup: %s", task.exception())
 
         cleaner.add_done_callback(cleaned)
