@@ -156,6 +156,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         self.open_profile(params)
         self.mirror.opened(websocket_id=self.channel_name, params=params, profile=self.profile)
         presence_state.ensure_liveness()
+        self.watch_layer_resets()
         self.watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     async def __call__(self, scope, receive, send) -> None:

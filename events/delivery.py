@@ -27,6 +27,11 @@ Mixed into `RealtimeSocket` (events/consumers.py):
   `{"status": "ok", "response": {"delivered": <count>}}`. realtime-js sends it with
   `channel.send({type: 'delivery_ack', ids})` (or any Phoenix client with a custom event).
 - Reaching the socket of an event's target user marks it `sent` (batched, off the delivery path).
+- `realtime_regroup`: Redis lost its data (harry_realtime/channel_layer.py, `on_reset`), so the
+  groups no longer list this socket. It joins every topic's group again, then sends what it missed
+  from the outbox: the topic's due events after the highest seq it delivered (or since the join),
+  in pages, oldest first, with `meta.replayed: true`; the delivered marks drop whatever also
+  arrives live. Sockets register at connect (`watch_layer_resets`).
 - `dispatch`: the fan-out messages (`realtime.postgres_change`, `realtime.broadcast`) skip
   Channels' per-message `aclose_old_connections()`, a thread-pool round trip for every message
   to every socket; their handlers touch no database connection (the `sent` marking goes
@@ -37,8 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -69,6 +76,10 @@ DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast", 
 # Frame kinds with delivered marks of their own: a change and its broadcast share a `meta.id`.
 BROADCAST = "broadcast"
 CHANGE = "postgres_changes"
+# Stored events read per query when a socket catches up after Redis lost its groups.
+CATCH_UP_PAGE = 500
+# Open sockets of this process, told to re-join their groups when Redis lost its data.
+_open_sockets: weakref.WeakSet = weakref.WeakSet()
 # Topics whose delivered marks a socket keeps after leaving them (a re-join on the same socket
 # still gets nothing twice); beyond this, the marks of topics no longer joined are let go.
 REMEMBERED_TOPICS = 32
@@ -153,6 +164,22 @@ class Replay:
 
 
 @database_sync_to_async
+def _missed_messages(claims: Any, topic: str, after_id: int, since: datetime | None) -> list[dict]:
+    with tenant_context(claims.tenant):
+        events = selectors.topic_events_after(topic=topic, after_id=after_id, since=since, limit=CATCH_UP_PAGE)
+        return [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
+
+
+def _regroup_open_sockets() -> None:
+    """The channel layer's reset hook: every open socket of this process handles a regroup in
+    turn with its other messages."""
+    for socket in list(_open_sockets):
+        asyncio.get_running_loop().create_task(
+            socket.channel_layer.send(socket.channel_name, {"type": "realtime.regroup"})
+        )
+
+
+@database_sync_to_async
 def _mark(claims: Any, seqs: list[int], *, delivered: bool, user_id: Any = None) -> int:
     with tenant_context(claims.tenant):
         if delivered:
@@ -161,7 +188,8 @@ def _mark(claims: Any, seqs: list[int], *, delivered: bool, user_id: Any = None)
 
 
 class PipelineDeliveryMixin:
-    """Needs the consumer's `channels_joined`, `_send`, `_reply` and `mirror`."""
+    """Needs the consumer's `channels_joined`, `_send`, `_reply`, `mirror` and the adaptive mixin's
+    `send_stored`."""
 
     async def dispatch(self, message: dict) -> None:
         if message.get("type") in DB_FREE_MESSAGES:
@@ -346,6 +374,29 @@ class PipelineDeliveryMixin:
                 },
             )
         )
+
+    def watch_layer_resets(self) -> None:
+        """Called at connect: regroup this socket when Redis comes back without its data."""
+        on_reset = getattr(self.channel_layer, "on_reset", None)
+        if on_reset is not None:
+            _open_sockets.add(self)
+            on_reset(_regroup_open_sockets)
+
+    async def realtime_regroup(self, message: dict) -> None:
+        """Redis lost the groups: join them again, then catch up on each topic from the outbox."""
+        channels = list(self.channels_joined.values())
+        for channel in channels:
+            await self.channel_layer.group_add(channel.group, self.channel_name)
+        for channel in channels:
+            after = max(self._delivered_seqs(channel, kind).high for kind in (BROADCAST, CHANGE))
+            since = None if after else datetime.fromtimestamp(channel.joined_at, tz=UTC)
+            while self.channels_joined.get(channel.topic) is channel:
+                messages = await _missed_messages(channel.claims, channel.sub_topic, after, since)
+                if not messages:
+                    break
+                await self.send_stored(channel, messages)
+                after = max(m["meta"]["id"] for m in messages)
+        log.info("socket re-joined %d groups after Redis lost its data", len(channels))
 
     def forget_replay(self, channel: Any) -> None:
         """A topic was left. Its delivered marks stay (a re-join on this socket still gets nothing

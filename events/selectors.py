@@ -107,6 +107,21 @@ def replay_events(
     return list(qs.order_by("seq")[:limit])
 
 
+def topic_events_after(*, topic: str, after_id: int, since: datetime | None, limit: int) -> list[RealtimeEvent]:
+    """One page of a topic's due stored events after a seq (and, when given, since a time), oldest
+    first: a socket catching up after Redis lost its group memberships. Tenant context; RLS applies,
+    the socket filters per recipient."""
+    qs = RealtimeEvent.objects.filter(
+        deleted_at__isnull=True,
+        event_metadata__topics__contains=[topic],
+        seq__gt=after_id,
+        scheduled_for__lte=timezone.now(),
+    )
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    return list(qs.order_by("seq")[:limit])
+
+
 def events_by_seq(seqs: list[int]) -> list[RealtimeEvent]:
     """Stored events by seq, oldest first (a socket catching up on what it held back). The socket
     already decided they are the user's; RLS still applies. Tenant context."""

@@ -13,12 +13,21 @@ the backup, which the next receive puts back first (the base class's guarantee).
 A lost Redis connection (a restart, a Sentinel failover) does not end the receive: it waits and
 asks again, and the connection pool reconnects, through the sentinels when configured, so the
 process's sockets stay open across a failover instead of all closing at once.
+
+A Redis that comes back empty (restarted without persistence, a failover to a replica that had
+not caught up) has forgotten the groups: the sockets would stay open and receive nothing. The
+receive loop keeps an epoch token in Redis and compares it at most every EPOCH_CHECK_SECONDS;
+when the token is gone or changed, the hooks registered with `on_reset` run (the gateway's
+sockets join their groups again and catch up from the outbox, events/delivery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
@@ -32,6 +41,9 @@ RECEIVE_BATCH = 200
 # Waits between attempts while Redis is unreachable: doubling up to the maximum.
 RECONNECT_DELAY_SECONDS = (0.1, 2.0)
 _LOST = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# How often, at most, a receive loop checks whether Redis lost its data (module docstring); an
+# idle loop checks once per blocking wait (brpop_timeout, 5 s).
+EPOCH_CHECK_SECONDS = 1.0
 
 _RESTORE_BACKUP = """
 local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
@@ -48,6 +60,32 @@ return popped
 
 
 class BulkReceiveRedisChannelLayer(RedisChannelLayer):
+    def on_reset(self, hook: Callable[[], Any]) -> None:
+        """Call `hook()` (on the receiving event loop) whenever Redis is found to have lost its data."""
+        hooks = self.__dict__.setdefault("_reset_hooks", [])
+        if hook not in hooks:
+            hooks.append(hook)
+
+    async def _check_epoch(self, connection: Any) -> None:
+        now = time.monotonic()
+        if now < self.__dict__.get("_epoch_due", 0.0):
+            return
+        self._epoch_due = now + EPOCH_CHECK_SECONDS
+        key = f"{self.prefix}:epoch"
+        epoch = await connection.get(key)
+        if epoch is None:
+            await connection.set(key, uuid.uuid4().hex, nx=True)
+            epoch = await connection.get(key)
+        known, self._epoch = self.__dict__.get("_epoch"), epoch
+        if known is None or epoch == known:
+            return
+        log.warning("Redis lost the channel layer's data (a restart or failover); running the reset hooks")
+        for hook in list(self.__dict__.get("_reset_hooks", [])):
+            try:
+                hook()
+            except Exception:
+                log.exception("channel layer reset hook failed")
+
     async def receive_single(self, channel: str) -> tuple[Any, dict]:
         if "!" not in channel:
             return await super().receive_single(channel)
@@ -91,6 +129,7 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
                 popped = await connection.eval(_RESTORE_BACKUP, 2, channel_key, backup, RECEIVE_BATCH)
                 if popped:
                     return popped[0::2]
+                await self._check_epoch(connection)
                 result = await connection.bzpopmin(channel_key, timeout=self.brpop_timeout)
                 if result is not None:
                     _, member, score = result

@@ -1,33 +1,55 @@
 """The socket gateway across a Redis restart: the web process's pooled Redis connections (slots,
 presence, the channel layer) are dead once Redis is back, and must not fail the next join,
-heartbeat, presence track or broadcast (harry_realtime/redis_conn.py, retry_options)."""
+heartbeat, presence track or broadcast (harry_realtime/redis_conn.py, retry_options); a Redis that
+comes back empty has forgotten the groups, and the sockets join them again and catch up from the
+outbox (events/delivery.py, realtime_regroup)."""
 
+import asyncio
 import secrets
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
+from events.listener import Listener
+from events.tests.test_pipeline_delivery import _backlog_done, set_attendance
 from harry_realtime import redis_conn
 from harry_realtime.testing import socket_topic, token
 from harry_realtime.tests.test_redis_conn import OwnRedis
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker_connections_closed")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "owner"]),
+    pytest.mark.usefixtures("worker_connections_closed"),
+]
 
 
-@pytest.fixture
-def own_redis(settings, tmp_path):
-    """Every Redis client of the gateway (channel layer, slots, presence) on a Redis the test restarts."""
-    server = OwnRedis(tmp_path)
+def use_redis(settings, server: OwnRedis) -> None:
+    """Every Redis client of the gateway (channel layer, slots, presence) on the test's own Redis."""
     config = dict(django_settings.CHANNEL_LAYERS["default"]["CONFIG"])
     config["hosts"] = [redis_conn.channel_layer_host(server.url, [], "", socket_timeout=None)]
     config["prefix"] = f"restart{secrets.token_hex(3)}"
     settings.CHANNEL_LAYERS = {"default": {**django_settings.CHANNEL_LAYERS["default"], "CONFIG": config}}
     settings.REDIS_URL = server.url
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    server = OwnRedis(tmp_path)
+    use_redis(settings, server)
     yield server
     server.stop()
 
 
-async def test_joins_heartbeats_presence_and_broadcasts_work_right_after_a_redis_restart(schools, sockets, own_redis):
+@pytest.fixture
+def empty_redis(settings, tmp_path):
+    """A Redis without persistence: a restart starts empty, as a crashed cache does."""
+    server = OwnRedis(tmp_path, persistent=False)
+    use_redis(settings, server)
+    yield server
+    server.stop()
+
+
+async def test_joins_heartbeats_presence_and_broadcasts_work_right_after_a_redis_restart(schools, own_redis, sockets):
     a = schools.a
     topic = socket_topic(a)
     config = {"broadcast": {"self": False, "ack": True}, "presence": {"key": "teacher"}}
@@ -64,3 +86,39 @@ async def test_joins_heartbeats_presence_and_broadcasts_work_right_after_a_redis
     assert note.payload["event"] == "note" and note.payload["payload"] == {"n": 1}
     await teacher.close()
     await admin.close()
+
+
+async def test_sockets_rejoin_their_groups_and_catch_up_when_redis_comes_back_empty(schools, empty_redis, sockets):
+    a = schools.a
+    topic = socket_topic(a)
+    await sync_to_async(_backlog_done)()
+    listener = Listener(poll_interval=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    try:
+        await asyncio.wait_for(listener.is_leader.wait(), 10)
+        teacher = await sockets.joined(a.teacher_user, topic)
+        await sync_to_async(set_attendance)(a, "late")
+        first = await teacher.until("broadcast", topic=topic, timeout=10)
+
+        empty_redis.kill()
+        await sync_to_async(set_attendance)(a, "present")  # while Redis is down
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(empty_redis.restart)  # without the groups, slots and presence
+        await asyncio.sleep(0.5)
+        await sync_to_async(set_attendance)(a, "absent")  # after it is back
+
+        received = []
+        while len(received) < 2:
+            message = await teacher.until("broadcast", topic=topic, timeout=15)
+            received.append(message.payload)
+        assert [m["payload"]["payload"]["status"] for m in received] == ["present", "absent"]
+        ids = [m["meta"]["id"] for m in received]
+        assert ids[0] > first.payload["meta"]["id"] and ids == sorted(ids)
+        await sync_to_async(set_attendance)(a, "late")  # live again, once
+        after = await teacher.until("broadcast", topic=topic, timeout=10)
+        assert after.payload["payload"]["payload"]["status"] == "late" and after.payload["meta"]["id"] > ids[-1]
+        assert await teacher.no_message(1.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

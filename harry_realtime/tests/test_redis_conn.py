@@ -47,15 +47,18 @@ def redis_server(port: int, *args: str) -> subprocess.Popen:
 
 
 class OwnRedis:
-    """A redis-server of the test's own that survives its SIGKILL (append-only file, fsync on
-    every write): group memberships outlive the restart, as with a persistent production Redis."""
+    """A redis-server of the test's own. Persistent (append-only file, fsync on every write), its
+    data survive a SIGKILL, as with a persistent production Redis; otherwise a restart starts empty."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.port = free_port()
         self.directory = directory
+        self.persistent = persistent
         self.proc = self._start()
 
     def _start(self):
+        if not self.persistent:
+            return redis_server(self.port)
         return redis_server(self.port, "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory))
 
     @property
