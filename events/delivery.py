@@ -28,7 +28,8 @@ Mixed into `RealtimeSocket` (events/consumers.py):
   `channel.send({type: 'delivery_ack', ids})` (or any Phoenix client with a custom event).
 - Reaching the socket of an event's target user marks it `sent` (batched, off the delivery path).
 - `realtime_regroup`: Redis lost its data (harry_realtime/channel_layer.py, `on_reset`), so the
-  groups no longer list this socket. It joins every topic's group again, then sends what it missed
+  groups no longer list this socket. It joins every topic's group again, stores its tracked
+  presences again (announced as joins), then sends what it missed
   from the outbox: the topic's due events after the highest seq it delivered (or since the join),
   in pages, oldest first, with `meta.replayed: true`; the delivered marks drop whatever also
   arrives live. Sockets register at connect (`watch_layer_resets`).
@@ -53,6 +54,7 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 
 from harry_realtime.tenancy import tenant_context
+from presence import state as presence_state
 
 from . import ferpa, lifecycle, selectors
 from .dedupe import DeliveredSeqs
@@ -387,6 +389,10 @@ class PipelineDeliveryMixin:
         channels = list(self.channels_joined.values())
         for channel in channels:
             await self.channel_layer.group_add(channel.group, self.channel_name)
+        for channel in channels:
+            if channel.presence_entry is not None:
+                await presence_state.restore(topic=channel.sub_topic, entry=channel.presence_entry)
+                await presence_state.publish_diff(channel.sub_topic, joins=[channel.presence_entry], leaves=[])
         for channel in channels:
             after = max(self._delivered_seqs(channel, kind).high for kind in (BROADCAST, CHANGE))
             since = None if after else datetime.fromtimestamp(channel.joined_at, tz=UTC)

@@ -95,6 +95,16 @@ async def track(
     return entry
 
 
+async def restore(*, topic: str, entry: dict[str, Any]) -> None:
+    """Store an entry again as it was (same ref and node): Redis came back without its data while
+    its socket stayed open (events/delivery.py, realtime_regroup)."""
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.hset(_topic_key(topic), entry["ref"], json.dumps(entry))
+        pipe.sadd(_node_key(entry["node"]), f"{topic}\n{entry['ref']}")
+        pipe.zadd(_nodes_key(), {entry["node"]: time.time()})
+        await pipe.execute()
+
+
 async def untrack(*, topic: str, ref: str, node: str = NODE_ID) -> dict[str, Any] | None:
     """Remove one presence; returns the removed entry, or None if it was already gone."""
     async with redis_client().pipeline(transaction=True) as pipe:

@@ -98,6 +98,8 @@ async def test_sockets_rejoin_their_groups_and_catch_up_when_redis_comes_back_em
     try:
         await asyncio.wait_for(listener.is_leader.wait(), 10)
         teacher = await sockets.joined(a.teacher_user, topic)
+        ref = await teacher.push(topic, "presence", {"type": "presence", "event": "track", "payload": {"v": 1}})
+        assert (await teacher.until("phx_reply", ref=ref)).payload["status"] == "ok"
         await sync_to_async(set_attendance)(a, "late")
         first = await teacher.until("broadcast", topic=topic, timeout=10)
 
@@ -118,6 +120,10 @@ async def test_sockets_rejoin_their_groups_and_catch_up_when_redis_comes_back_em
         await sync_to_async(set_attendance)(a, "late")  # live again, once
         after = await teacher.until("broadcast", topic=topic, timeout=10)
         assert after.payload["payload"]["payload"]["status"] == "late" and after.payload["meta"]["id"] > ids[-1]
+        admin = await sockets.open()  # joins after the restart: the teacher's presence is back
+        assert (await admin.join(topic, token(a.admin_user))).payload["status"] == "ok"
+        state = await admin.until("presence_state", topic=topic)
+        assert [meta["v"] for entry in state.payload.values() for meta in entry["metas"]] == [1]
         assert await teacher.no_message(1.0)
     finally:
         stop.set()
