@@ -271,7 +271,7 @@ if _SENTINELS:
         "sentinel_kwargs": {"socket_timeout": redis_conn.SENTINEL_SOCKET_TIMEOUT},
     }
 CELERY_RESULT_BACKEND = None
-# Redis outages are waited out (docs/design.md, decision 15): a worker or beat that starts while
+# Redis outages are waited out (docs/design.md, decision 16): a worker or beat that starts while
 # Redis is down keeps trying, and one that loses it reconnects for as long as it takes (Celery's
 # default gives up after 100 attempts, and then the worker exits). A task published on a pooled
 # connection that a Redis restart left dead is sent again on a new one (the publish retry).
