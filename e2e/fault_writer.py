@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """The steady writer of the fault suite (e2e/faults.js): attendance changes at a fixed rate.
 
-  fault_writer.py RATE TARGET [TARGET ...]      TARGET = ORG_ID:USER_ID:ATTENDANCE_ID
+  fault_writer.py RATE TARGET [TARGET ...]      TARGET = ORG_ID:USER_ID:ATTENDANCE_ID[:ATTENDANCE_ID...]
 
-Updates the given attendance rows in turn, one committed transaction per change, in the
-teacher's tenant context (row-level security applies and the change-capture trigger stores one
-event per change, as for an API write). One writer, one transaction after the other: commit
-order is seq order, so a socket that gets an event before a lower one of its topic saw them out
-of order. A failed write (PostgreSQL backend terminated, server gone) is retried on a fresh
-connection, as an app would; the retry counts are reported. Runs until SIGTERM; prints
-`written N retried M` every second and once more when it stops.
+Updates the given attendance rows in turn, one committed transaction per target (school) with one
+change of each of its rows, in the teacher's tenant context (row-level security applies and the
+change-capture trigger stores one event per change, as for an API write). One writer, one
+transaction after the other: commit order is seq order, so a socket that gets an event before a
+lower one of its topic saw them out of order. A failed write (PostgreSQL backend terminated,
+server gone) is retried on a fresh connection, as an app would; the retry counts are reported.
+Runs until SIGTERM; prints `written N retried M` every second and once more when it stops.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(rate: float, targets: list[str]) -> None:
     from harry_realtime.tenancy import Tenant, tenant_context
     from school.models import Attendance
 
-    rows = [target.split(":") for target in targets]
+    by_school = [target.split(":") for target in targets]
     stopping = False
 
     def stop(*_args: object) -> None:
@@ -49,13 +49,15 @@ def main(rate: float, targets: list[str]) -> None:
     started = time.monotonic()
     last_report = started
     while not stopping:
-        org_id, user_id, attendance_id = rows[written % len(rows)]
         try:
-            with tenant_context(Tenant(org_id, user_id, "teacher")):
-                Attendance.objects.filter(pk=attendance_id).update(
-                    status=STATUSES[written % len(STATUSES)], notes=f"fault-suite {written}"
-                )
-            written += 1
+            # One transaction per school (tenant): one change of each of its rows.
+            for org_id, user_id, *attendance_ids in by_school:
+                with tenant_context(Tenant(org_id, user_id, "teacher")):
+                    for attendance_id in attendance_ids:
+                        Attendance.objects.filter(pk=attendance_id).update(
+                            status=STATUSES[written % len(STATUSES)], notes=f"fault-suite {written}"
+                        )
+                written += len(attendance_ids)
         except Exception as error:  # noqa: BLE001 - any failure: retry on a fresh connection
             retried += 1
             if retried % 50 == 1:

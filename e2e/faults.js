@@ -405,7 +405,8 @@ async function main() {
       for (let i = 1; i <= SOCKETS_PER_USER; i++) makeClient(endpoint, h.users[key][label], `${key}-${label}-${i}`, topic)
     }
     const row = await probe.attendance(school.org, school.group, school.student)
-    writes.push(`${school.org}:${h.users[key].teacher.id}:${row}`)
+    // Two changes of the row per transaction (consecutive seqs, committed together).
+    writes.push(`${school.org}:${h.users[key].teacher.id}:${row}:${row}`)
   }
   for (const c of clients) c.replay.after_id = await probe.maxSeq()
   for (const c of clients) c.channel.subscribe()
