@@ -542,6 +542,8 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
 
     async def realtime_tick(self, event: dict[str, Any]) -> None:
         """Deadlines reached (sent by this socket's own watchdog, so it runs between messages)."""
+        if self.gone:  # closed already; the disconnect that runs the teardown is on its way
+            return
         if time.monotonic() - self.last_frame >= self.idle_timeout():
             log.info("closing socket silent for %.0f s", time.monotonic() - self.last_frame)
             lifecycle.idle_timeout(self)
@@ -571,7 +573,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         return max(0.0, wait)
 
     async def _watch(self) -> None:
-        while not self.ended:
+        while not self.gone:
             self.deadlines_changed.clear()
             wait = self._next_deadline()
             if wait > 0:

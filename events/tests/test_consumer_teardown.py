@@ -274,3 +274,24 @@ async def test_a_cancelled_consumer_leaves_nothing(schools):
     assert await nothing_left(user, sub_topic) == {"slots": [], "group": [], "presences": [], "watchdogs": []}
     with contextlib.suppress(asyncio.CancelledError):
         await socket.close()
+
+
+async def test_the_idle_close_is_sent_once_and_the_watchdog_stops(schools, settings):
+    """After the server's close only the client's disconnect is awaited: no further ticks, closes
+    or missed-heartbeat counts while it comes."""
+    settings.REALTIME_IDLE_TIMEOUT_SECONDS = 0.5
+    user, topic = schools.a.teacher_user, socket_topic(schools.a)
+    socket = Socket()
+    await socket.connect()
+    assert (await socket.join(topic, token(user))).payload["status"] == "ok"
+    await socket.until("presence_state", topic=topic)
+    assert (await socket.comm.receive_output(3))["type"] == "websocket.close"
+    assert await socket.no_message(1.5)
+    assert watchdogs() == []
+    await socket.close()
+    assert await nothing_left(user, topic.removeprefix("realtime:")) == {
+        "slots": [],
+        "group": [],
+        "presences": [],
+        "watchdogs": [],
+    }
