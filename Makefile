@@ -24,7 +24,7 @@ test: venv
 test-cluster: venv
 	bash scripts/test-cluster.sh
 
-# Faults injected into a running server (README: Reliability): about 6 minutes, bounded at 9.
+# Faults injected into a running server (README: Reliability): about 7 minutes, bounded at 9.
 test-faults: venv
 	bash scripts/test-faults.sh
 

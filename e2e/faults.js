@@ -323,7 +323,10 @@ async function fault(name, run) {
   if (ctx.recovery === null) ctx.misses.push(`no recovery within ${RECOVERY_BOUND_MS / 1000} s`)
   if (result.socketsHit) ctx.notes.push(`${result.socketsHit}/${clients.length} sockets hit`)
   if (systems) ctx.notes.push(`${systems} system messages`)
-  const stuck = ctx.recovery === null || exits > 0 || !clients.every((c) => c.channel.state === 'joined')
+  // Every client must be joined again (a rejoin after an error may take realtime-js' backoff).
+  const joined = await waitFor(() => clients.every((c) => c.channel.state === 'joined'), { timeout: 10000, what: 'joined' }).then(() => true, () => false)
+  if (!joined) ctx.misses.push(`${clients.filter((c) => c.channel.state !== 'joined').length} client(s) not joined 10 s after the fault`)
+  const stuck = ctx.recovery === null || exits > 0 || !joined
   if (stuck) ctx.notes.push('then the stack was reset')
   const row = { name, ...result, recovery: ctx.recovery, seconds: (Date.now() - t0) / 1000, notes: ctx.notes, misses: ctx.misses }
   rows.push(row)
