@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from culture.messages import translated
+from harry_realtime import inputguard
 from harry_realtime.tenancy import Tenant, dangerously_platform_context
 from school.models import Role, StudentGroupEnrollment, User
 from school.selectors import (
@@ -141,7 +142,8 @@ class Cursor:
             return cls()
         floor, start, xid, seq = text.split(".")
         cursor = cls(int(floor), int(start) if start else None, int(xid), int(seq))
-        if min(cursor.floor, cursor.xid, cursor.seq, cursor.start or 0) < 0 or cursor.xid < cursor.floor:
+        numbers = (cursor.floor, cursor.xid, cursor.seq, cursor.start or 0)
+        if min(numbers) < 0 or max(numbers) > inputguard.INT_MAX or cursor.xid < cursor.floor:
             raise ValueError(text)
         return cursor
 

@@ -11,6 +11,7 @@ from events import domain, ferpa, selectors
 from events.messages import messages_for
 from events.recipients import broadcast_for_recipient
 from events.topics import topics_for_user
+from harry_realtime import inputguard
 from harry_realtime.api import TenantAPIView
 from harry_realtime.errors import Invalid
 
@@ -18,7 +19,7 @@ from .serializers import PollResponseSerializer
 
 
 class PollQuerySerializer(serializers.Serializer):
-    since = serializers.IntegerField(min_value=0, default=0)
+    since = serializers.IntegerField(min_value=0, max_value=inputguard.INT_MAX, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=selectors.POLL_MAX, default=100)
     priority = serializers.CharField(required=False, allow_blank=True)
 

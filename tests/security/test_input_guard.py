@@ -132,6 +132,21 @@ def test_a_nul_in_the_url_is_400(schools, client_for, url):
     _error(client_for(schools.a.teacher_user).get(url), 400, "invalid_string")
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/api/realtime/poll?since={2**70}",
+        f"/api/realtime/sync/changes?cursor=0..{2**70}.0",
+        f"/api/realtime/sync/changes?cursor=0..0.{2**64}",
+    ],
+)
+def test_query_integers_beyond_64_bits_are_400(schools, client_for, url):
+    response = client_for(schools.a.teacher_user).get(url)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["code"] in ("invalid_poll_query", "invalid_cursor")
+
+
 # --- dates that the pipeline cannot carry --------------------------------------------------
 
 
