@@ -31,11 +31,11 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const teacherChannel = teacher
         .channel(topic, { config: { presence: { key: 'teacher' }, broadcast: { self: true, ack: true } } })
         .on('presence', { event: 'sync' }, () => {})
-        .on('broadcast', { event: 'marking_in_progress' }, (msg) => received.teacher.push(msg))
+        .on('broadcast', { event: 'row_focus' }, (msg) => received.teacher.push(msg))
       const adminChannel = admin
         .channel(topic, { config: { presence: { key: 'admin' } } })
         .on('presence', { event: 'sync' }, () => {})
-        .on('broadcast', { event: 'marking_in_progress' }, (msg) => received.admin.push(msg))
+        .on('broadcast', { event: 'row_focus' }, (msg) => received.admin.push(msg))
       assert.equal((await subscribe(teacherChannel)).status, 'SUBSCRIBED')
       assert.equal((await subscribe(adminChannel)).status, 'SUBSCRIBED')
 
@@ -47,13 +47,18 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       assert.ok(adminChannel.presenceState().teacher[0].presence_ref)
 
       // self + ack: the sender hears its own message and send() waits for the server's ok.
-      const ack = await teacherChannel.send({ type: 'broadcast', event: 'marking_in_progress', payload: { n: 1 } })
+      const ack = await teacherChannel.send({ type: 'broadcast', event: 'row_focus', payload: { n: 1 } })
       assert.equal(ack, 'ok')
       await waitFor(() => received.teacher.length === 1 && received.admin.length === 1, { what: 'broadcast 1' })
       assert.deepEqual(received.admin[0].payload, { n: 1 })
+      // The server says who sent it; the sender cannot choose (issue 13 item 3).
+      assert.equal(received.admin[0].meta.sender.user_id, h.users.a.teacher.id)
+      assert.equal(received.admin[0].meta.sender.role, 'teacher')
+      // Names the server broadcasts under are refused from clients.
+      assert.equal(await teacherChannel.send({ type: 'broadcast', event: 'attendance_sync', payload: {} }), 'error')
 
       // Without self the admin does not hear itself.
-      assert.equal(await adminChannel.send({ type: 'broadcast', event: 'marking_in_progress', payload: { n: 2 } }), 'ok')
+      assert.equal(await adminChannel.send({ type: 'broadcast', event: 'row_focus', payload: { n: 2 } }), 'ok')
       await waitFor(() => received.teacher.length === 2, { what: 'broadcast 2' })
       await new Promise((resolve) => setTimeout(resolve, 300))
       assert.equal(received.admin.length, 1)
@@ -130,19 +135,22 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const topic = topics(h.schools.a).attendance
       const listener = await h.client(server, h.users.a.admin, { vsn })
       const got = []
-      const listening = listener.channel(topic).on('broadcast', { event: 'marking_completed' }, (m) => got.push(m))
+      const listening = listener.channel(topic).on('broadcast', { event: 'note_via_rest' }, (m) => got.push(m))
       assert.equal((await subscribe(listening)).status, 'SUBSCRIBED')
       const sender = await h.client(server, h.users.a.teacher, { vsn })
       const unjoined = sender.channel(topic)
       const originalWarn = console.warn
       console.warn = () => {} // realtime-js warns that the implicit REST fallback is deprecated
       try {
-        assert.equal(await unjoined.send({ type: 'broadcast', event: 'marking_completed', payload: { via: 'rest' } }), 'ok')
+        assert.equal(await unjoined.send({ type: 'broadcast', event: 'note_via_rest', payload: { via: 'rest' } }), 'ok')
+        // A server event name is refused on the REST fallback too (403 reserved_event).
+        assert.equal(await unjoined.send({ type: 'broadcast', event: 'marking_completed', payload: {} }), 'error')
       } finally {
         console.warn = originalWarn
       }
       await waitFor(() => got.length === 1, { what: 'REST broadcast' })
       assert.deepEqual(got[0].payload, { via: 'rest' })
+      assert.equal(got[0].meta.sender.user_id, h.users.a.teacher.id)
       await listener.removeAllChannels()
     })
   })

@@ -28,11 +28,11 @@ test('broadcast and presence cross processes; a killed process loses its presenc
   const teacherChannel = teacher
     .channel(topic, { config: { presence: { key: 'teacher' } } })
     .on('presence', { event: 'leave' }, ({ key }) => leaves.push(key))
-    .on('broadcast', { event: 'marking_in_progress' }, (m) => got.teacher.push(m.payload))
+    .on('broadcast', { event: 'row_focus' }, (m) => got.teacher.push(m.payload))
   const adminChannel = admin
     .channel(topic, { config: { presence: { key: 'admin' } } })
     .on('presence', { event: 'sync' }, () => {})
-    .on('broadcast', { event: 'marking_in_progress' }, (m) => got.admin.push(m.payload))
+    .on('broadcast', { event: 'row_focus' }, (m) => got.admin.push(m.payload))
   assert.equal((await subscribe(teacherChannel)).status, 'SUBSCRIBED')
   assert.equal((await subscribe(adminChannel)).status, 'SUBSCRIBED')
   await teacherChannel.track({ on: first.kind })
@@ -42,8 +42,8 @@ test('broadcast and presence cross processes; a killed process loses its presenc
   assert.equal(teacherChannel.presenceState().admin[0].on, 'uvicorn')
   assert.equal(adminChannel.presenceState().teacher[0].on, 'daphne')
 
-  await teacherChannel.send({ type: 'broadcast', event: 'marking_in_progress', payload: { from: 'daphne' } })
-  await adminChannel.send({ type: 'broadcast', event: 'marking_in_progress', payload: { from: 'uvicorn' } })
+  await teacherChannel.send({ type: 'broadcast', event: 'row_focus', payload: { from: 'daphne' } })
+  await adminChannel.send({ type: 'broadcast', event: 'row_focus', payload: { from: 'uvicorn' } })
   await waitFor(() => got.teacher.length === 1 && got.admin.length === 1, { what: 'cross-process broadcasts' })
   assert.deepEqual(got.admin, [{ from: 'daphne' }])
   assert.deepEqual(got.teacher, [{ from: 'uvicorn' }])

@@ -45,7 +45,9 @@ from presence.mirror import PresenceMirror
 from . import lifecycle, limits, profiles, revocation
 from .adaptive import AdaptiveDeliveryMixin
 from .bindings import Binding, BindingError, parse_bindings
+from .broadcast_policy import BroadcastRefused, broadcast_check
 from .delivery import PipelineDeliveryMixin, validate_replay
+from .messages import client_broadcast_message
 from .protocol import (
     SUPPORTED_VSNS,
     TOPIC_PREFIX,
@@ -443,17 +445,20 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
                 },
             )
             return
-        await self.channel_layer.group_send(
-            channel.group,
-            {
-                "type": "realtime.broadcast",
-                "topic": channel.sub_topic,
-                "event": body["event"],
-                "payload": payload,
-                "meta": None,
-                "sender": self.channel_name,
-            },
+        try:
+            broadcast_check(role=channel.user.role, topic=channel.subject, event=body["event"])
+        except BroadcastRefused as refused:
+            await self._reply(message, "error", {"error": refused.code, "reason": refused.reason})
+            return
+        relayed = client_broadcast_message(
+            topic=channel.sub_topic,
+            event=body["event"],
+            payload=payload,
+            user_id=channel.user.pk,
+            role=channel.user.role,
+            sender=self.channel_name,
         )
+        await self.channel_layer.group_send(channel.group, relayed)
         if channel.broadcast_ack:
             await self._reply(message, "ok")
 

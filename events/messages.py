@@ -8,39 +8,90 @@ row's messages (the listener, replay, the poll fallback); `events/tests/test_mes
 every producer against these types.
 
 Which broadcasts are stored, so replay and the poll find them: every outbox event (change capture,
-the broadcast API, announcements, reminders; `meta.id` is its seq). Not stored, by design, with
-`meta` None: client broadcasts (socket and REST fallback), which are ephemeral in the Supabase
-protocol too, and attendance-marking notices (presence/attendance.py), which describe a claim
-that lapses within seconds; the marks themselves are attendance rows and reach sockets as
-stored events.
+the broadcast API, announcements, reminders; `meta.id` is its seq). Not stored, by design:
+attendance-marking notices (presence/attendance.py, `meta` None), which describe a claim that
+lapses within seconds (the marks themselves are attendance rows and reach sockets as stored
+events), and client broadcasts (socket and REST fallback, `ClientBroadcastMessage`), which are
+ephemeral in the Supabase protocol too; their `meta` is `{"sender": {user_id, role}}`, set by the
+server.
+
+Broadcast event names: `ServerEvent` below is every name the server's producers broadcast under,
+and `SERVER_EVENTS` the same as a set. They are reserved: a client broadcast may not use one
+(events/broadcast_policy.py), so a message under one of these names always comes from the server.
+`events/tests/test_messages.py` checks every producer's messages against these types, the names
+included.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 from django.db import connection
 
 from events import domain
-from events.models import RealtimeEvent
+from events.models import ANNOUNCEMENT_KINDS, EVENT_TYPES, RealtimeEvent
 
 BROADCAST = "realtime.broadcast"
 POSTGRES_CHANGE = "realtime.postgres_change"
 PRESENCE_DIFF = "realtime.presence_diff"
 BATCH = "realtime.batch"
 
+# -- Broadcast event names the server produces (reserved for it) -----------------------------------
+
+# Captured changes (events/domain.py `broadcasts`), by table: rankings, achievements, attendance
+# (`attendance_sync` on a group's topic, `attendance_update` elsewhere), home tasks, feedback,
+# students, enrollments, groups.
+DomainEvent = Literal[
+    "ranking_update",
+    "ranking_celebration",
+    "level_up_achievement",
+    "achievement_earned",
+    "attendance_sync",
+    "attendance_update",
+    "attendance_removed",
+    "task_assigned",
+    "ai_task_ready",
+    "task_updated",
+    "task_removed",
+    "teacher_feedback",
+    "student_status_change",
+    "enrollment_change",
+    "group_update",
+]
+# `eventType` of `POST /api/realtime/broadcast` (events/services.py EVENT_TYPES), sent under that name.
+ApiEvent = Literal["ranking_update", "achievement_earned", "task_assignment", "attendance_sync", "teacher_message"]
+# Notices (events/notices.py): family notices, deadline reminders; announcements under their kind.
+NoticeEvent = Literal["family_notice", "deadline_reminder", Literal[tuple(ANNOUNCEMENT_KINDS)]]
+# Made elsewhere: prayer reminders (culture/services.py, named by their payload's `type`), school
+# alerts (harry_realtime/alerts.py), safety alerts (never held back: events/profiles.py), attendance
+# marking notices (presence/attendance.py), batches (events/batching.py).
+SystemEvent = Literal[
+    "prayer_time_reminder",
+    "system_alert",
+    "safety_alert",
+    "marking_in_progress",
+    "marking_completed",
+    "batch",
+]
+# A Python-stored event that names no broadcast is sent under its `realtime_events.event_type`.
+StoredEventType = Literal[tuple(EVENT_TYPES)]
+ServerEvent = Literal[DomainEvent, ApiEvent, NoticeEvent, SystemEvent, StoredEventType]
+# `system` messages of the socket's own (connection profiles, held-back events) are not broadcasts;
+# their extension names are reserved all the same, for apps that route messages by name.
+SYSTEM_NOTICE_NAMES = frozenset({"profile", "held_back"})
+SERVER_EVENTS: frozenset[str] = frozenset(get_args(ServerEvent)) | SYSTEM_NOTICE_NAMES
+
 
 class BroadcastMessage(TypedDict):
-    """A broadcast on `topic`. `meta` is `{"id": seq}` (plus `"replayed": True`) for a stored
-    event, None for one that is not stored; `sender` is the sending socket's channel name (it
-    skips its own broadcast unless joined with `self`)."""
+    """A broadcast of the server's on `topic`. `meta` is `{"id": seq}` (plus `"replayed": True`)
+    for a stored event, None for one that is not stored."""
 
     type: Literal["realtime.broadcast"]
     topic: str
-    event: str
+    event: ServerEvent
     payload: Any
     meta: dict[str, Any] | None
-    sender: str | None
+    sender: None
     # Stored events only: who may receive it (FERPA audience or target user) and its priority.
     audience: NotRequired[dict[str, Any]]
     target_user_id: NotRequired[str | None]
@@ -97,12 +148,42 @@ class BatchMessage(TypedDict):
     messages: list[BroadcastMessage | PostgresChangeMessage]
 
 
-ChannelMessage = BroadcastMessage | PostgresChangeMessage | PresenceDiffMessage | BatchMessage
+class Sender(TypedDict):
+    """Who sent a client broadcast, as the server knows them (never as the client says)."""
+
+    user_id: str
+    role: str
 
 
-def broadcast_message(
-    *, topic: str, event: str, payload: Any, meta: dict[str, Any] | None = None, sender: str | None = None
-) -> BroadcastMessage:
+class ClientMeta(TypedDict):
+    sender: Sender
+
+
+class ClientBroadcastMessage(TypedDict):
+    """A client's broadcast (socket or REST fallback) relayed on `topic`: never under a server
+    event name, with server-set `meta.sender`. `sender` is the sending socket's channel name (it
+    skips its own broadcast unless joined with `self`), None from the REST fallback."""
+
+    type: Literal["realtime.broadcast"]
+    topic: str
+    event: str
+    payload: Any
+    meta: ClientMeta
+    sender: str | None
+
+
+ChannelMessage = BroadcastMessage | ClientBroadcastMessage | PostgresChangeMessage | PresenceDiffMessage | BatchMessage
+
+
+def broadcast_message(*, topic: str, event: str, payload: Any, meta: dict[str, Any] | None = None) -> BroadcastMessage:
+    return {"type": BROADCAST, "topic": topic, "event": event, "payload": payload, "meta": meta, "sender": None}
+
+
+def client_broadcast_message(
+    *, topic: str, event: str, payload: Any, user_id: Any, role: str, sender: str | None
+) -> ClientBroadcastMessage:
+    """The relayed form of a client broadcast already allowed by events/broadcast_policy.py."""
+    meta: ClientMeta = {"sender": {"user_id": str(user_id), "role": str(role)}}
     return {"type": BROADCAST, "topic": topic, "event": event, "payload": payload, "meta": meta, "sender": sender}
 
 

@@ -18,8 +18,9 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from events.broadcast_policy import BroadcastRefused, broadcast_check
 from events.limits import max_payload_bytes
-from events.messages import broadcast_message
+from events.messages import broadcast_message, client_broadcast_message
 from events.models import RealtimeEvent
 from events.prayer_hold import prayer_release_at
 from events.protocol import payload_size
@@ -68,9 +69,9 @@ class Target:
     group: Group | None = None
 
 
-def fan_out(*, topic: str, event: str, payload: Any, meta: dict | None = None, sender: str | None = None) -> None:
-    """Send one broadcast to every socket joined to `topic`, on any server process."""
-    message = broadcast_message(topic=topic, event=event, payload=payload, meta=meta, sender=sender)
+def fan_out(*, topic: str, event: str, payload: Any, meta: dict | None = None) -> None:
+    """Send one of the server's broadcasts to every socket joined to `topic`, on any server process."""
+    message = broadcast_message(topic=topic, event=event, payload=payload, meta=meta)
     async_to_sync(get_channel_layer().group_send)(group_name(topic), message)
 
 
@@ -305,22 +306,35 @@ def _broadcast_stored(
 
 
 def client_broadcast_send(*, sender: User, messages: list[dict[str, Any]]) -> int:
-    """The supabase-js REST fallback: client broadcasts to topics the sender may join.
+    """The supabase-js REST fallback: client broadcasts to topics the sender may join and may
+    broadcast on (events/broadcast_policy.py), never under a server event name.
 
     Nothing is stored (socket broadcasts are not either); all messages are checked before any is
-    sent. Runs in the sender's tenant context.
+    sent, each relayed with the sender's `meta.sender`. Runs in the sender's tenant context.
     """
     checked = []
     for index, message in enumerate(messages):
         try:
-            authorize_topic(sender, message["topic"])
+            topic = authorize_topic(sender, message["topic"])
         except TopicDenied as denied:
             raise Forbidden("forbidden_topic", denied.reason, details={"index": index}) from None
+        try:
+            broadcast_check(role=sender.role, topic=topic, event=message["event"])
+        except BroadcastRefused as refused:
+            raise Forbidden(refused.code, refused.reason, details={"index": index}) from None
         if payload_size(message.get("payload")) > max_payload_bytes():
             raise TooLarge("payload_size_exceeded", f"Message {index} exceeds {max_payload_bytes()} bytes.")
-        checked.append(message)
-    for message in checked:
+        relayed = client_broadcast_message(
+            topic=topic.name,
+            event=message["event"],
+            payload=message.get("payload"),
+            user_id=sender.pk,
+            role=sender.role,
+            sender=None,
+        )
+        checked.append(relayed)
+    for relayed in checked:
         transaction.on_commit(
-            lambda m=message: fan_out(topic=m["topic"], event=m["event"], payload=m.get("payload"), meta=None)
+            lambda m=relayed: async_to_sync(get_channel_layer().group_send)(group_name(m["topic"]), m)
         )
     return len(checked)

@@ -75,11 +75,13 @@ async def track(
     connection: str,
     node: str = NODE_ID,
 ) -> dict[str, Any]:
-    """Store one presence of `topic`; returns the entry (its meta carries the new phx_ref)."""
+    """Store one presence of `topic`; returns the entry. Its meta is the client's, with the
+    server's `user_id` (whatever key the client tracks under, and whatever `user_id` it put in its
+    meta) and the new `phx_ref`."""
     ref = new_ref()
     entry = {
         "key": presence_key,
-        "meta": {**meta, "phx_ref": ref},
+        "meta": {**meta, "user_id": str(user_id), "phx_ref": ref},
         "ref": ref,
         "node": node,
         "user_id": user_id,

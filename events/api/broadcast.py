@@ -53,6 +53,13 @@ class BroadcastEventView(TenantAPIView):
         return Response({"events": BroadcastEventResultSerializer(result, many=True).data}, status=201)
 
 
+FORBIDDEN_BROADCAST = (
+    "The sender may not join a topic (`forbidden_topic`), may not broadcast on it"
+    " (`broadcast_forbidden`), or used an event name the server sends (`reserved_event`);"
+    " `details.index` is the refused message. Nothing was sent."
+)
+
+
 class RealtimeKeyAuthentication(JWTAuthentication):
     """supabase-js sends `apikey` always and `Authorization: Bearer` when it has a user token.
 
@@ -82,7 +89,7 @@ class RealtimeBroadcastView(TenantAPIView):
 
     @extend_schema(
         request=ClientBroadcastRequestSerializer,
-        responses={202: None, **errors(413)},
+        responses={202: None, **errors(403, 413, s403=FORBIDDEN_BROADCAST)},
         summary="Client broadcast (REST)",
     )
     def post(self, request):
@@ -99,7 +106,7 @@ class RealtimeTopicEventView(TenantAPIView):
 
     @extend_schema(
         request={"application/json": {"description": "the broadcast payload: any JSON value"}},
-        responses={202: None, **errors(413)},
+        responses={202: None, **errors(403, 413, s403=FORBIDDEN_BROADCAST)},
         summary="Client broadcast to one topic (REST)",
     )
     def post(self, request, topic: str, event: str):

@@ -209,7 +209,7 @@ def test_realtime_v1_broadcast_fans_out_and_answers_202(schools, token_for, api,
     a = schools.a
     topic = f"attendance:org_{a.org.pk}:group_{a.group.pk}"
     listener = Listener(topic)
-    body = {"messages": [{"topic": topic, "event": "marking_in_progress", "payload": {"s": 1}, "private": False}]}
+    body = {"messages": [{"topic": topic, "event": "row_focus", "payload": {"s": 1}, "private": False}]}
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(
             "/realtime/v1/api/broadcast",
@@ -222,10 +222,11 @@ def test_realtime_v1_broadcast_fans_out_and_answers_202(schools, token_for, api,
     (message,) = listener.receive_all()
     assert (message["topic"], message["event"], message["payload"], message["sender"]) == (
         topic,
-        "marking_in_progress",
+        "row_focus",
         {"s": 1},
         None,
     )
+    assert message["meta"] == {"sender": {"user_id": str(a.teacher_user.pk), "role": "teacher"}}
 
 
 def test_realtime_v1_broadcast_accepts_the_jwt_as_apikey_and_http_send_form(

@@ -161,19 +161,19 @@ async def test_broadcast_self_and_ack(schools, vsn):
     topic = socket_topic(schools.a)
     sender = await joined(schools.a.teacher_user, topic, vsn=vsn, config={"broadcast": {"self": True, "ack": True}})
     other = await joined(schools.a.admin_user, topic, vsn=vsn)
-    ref = await sender.push(
-        topic, "broadcast", {"type": "broadcast", "event": "marking_in_progress", "payload": {"s": 1}}
-    )
+    ref = await sender.push(topic, "broadcast", {"type": "broadcast", "event": "row_focus", "payload": {"s": 1}})
     ack = await sender.until("phx_reply", ref=ref)
     assert ack.payload == {"status": "ok", "response": {}}
-    expected = {"type": "broadcast", "event": "marking_in_progress", "payload": {"s": 1}}
+    # The server says who sent it (issue 13 item 3).
+    meta = {"sender": {"user_id": str(schools.a.teacher_user.pk), "role": "teacher"}}
+    expected = {"type": "broadcast", "event": "row_focus", "payload": {"s": 1}, "meta": meta}
     assert (await sender.until("broadcast")).payload == expected
     got = await other.until("broadcast")
     assert (got.topic, got.payload, got.ref, got.join_ref) == (topic, expected, None, None)
 
     # Without self the sender hears nothing of its own message; without ack there is no reply.
-    await other.push(topic, "broadcast", {"type": "broadcast", "event": "marking_completed", "payload": {}})
-    assert (await sender.until("broadcast")).payload["event"] == "marking_completed"
+    await other.push(topic, "broadcast", {"type": "broadcast", "event": "row_blur", "payload": {}})
+    assert (await sender.until("broadcast")).payload["event"] == "row_blur"
     assert await other.no_message()
     await sender.close()
     await other.close()
@@ -183,13 +183,18 @@ async def test_binary_broadcast_frames_of_vsn2_clients(schools):
     topic = socket_topic(schools.a)
     sender = await joined(schools.a.teacher_user, topic, vsn=VSN_2, config={"broadcast": {"ack": True}})
     listener = await joined(schools.a.admin_user, topic, vsn=VSN_1)
-    join_ref, ref, event = sender.join_refs[topic], "9", "marking_in_progress"
+    join_ref, ref, event = sender.join_refs[topic], "9", "row_focus"
     body = json.dumps({"student": "x", "emoji": "✓"}).encode()
     header = bytes([3, len(join_ref), len(ref), len(topic), len(event), 0, 1])
     await sender.comm.send_to(bytes_data=header + (join_ref + ref + topic + event).encode() + body)
     assert (await sender.until("phx_reply", ref=ref)).payload["status"] == "ok"
     got = await listener.until("broadcast")
-    assert got.payload == {"type": "broadcast", "event": event, "payload": {"student": "x", "emoji": "✓"}}
+    assert got.payload == {
+        "type": "broadcast",
+        "event": event,
+        "payload": {"student": "x", "emoji": "✓"},
+        "meta": {"sender": {"user_id": str(schools.a.teacher_user.pk), "role": "teacher"}},
+    }
     await sender.close()
     await listener.close()
 

@@ -30,7 +30,7 @@ pytestmark = [
 ]
 
 SCHEMAS = {
-    messages.BROADCAST: messages.BroadcastMessage,
+    messages.BROADCAST: messages.BroadcastMessage | messages.ClientBroadcastMessage,
     messages.POSTGRES_CHANGE: messages.PostgresChangeMessage,
     messages.PRESENCE_DIFF: messages.PresenceDiffMessage,
     messages.BATCH: messages.BatchMessage,
@@ -82,12 +82,20 @@ def check(message: dict) -> dict:
 
 
 def test_the_checker_refuses_a_message_off_the_schema():
-    good = messages.broadcast_message(topic="t", event="e", payload={"a": 1})
+    good = messages.broadcast_message(topic="t", event="attendance_sync", payload={"a": 1})
     assert schema_errors(messages.BroadcastMessage, good) == []
     assert schema_errors(messages.BroadcastMessage, {**good, "extra": 1}) == ["message: unknown key 'extra'"]
     missing = {key: value for key, value in good.items() if key != "sender"}
     assert schema_errors(messages.BroadcastMessage, missing) == ["message: missing 'sender'"]
     assert schema_errors(messages.BroadcastMessage, {**good, "meta": "seq"}) != []
+    # A server broadcast under a name no producer declares is off the schema (issue 13 item 3:
+    # the declared names are the reserved ones), and so is a client broadcast without its sender.
+    assert schema_errors(messages.BroadcastMessage, {**good, "event": "undeclared"}) != []
+    client = messages.client_broadcast_message(
+        topic="t", event="hi", payload={}, user_id="u", role="teacher", sender="c"
+    )
+    assert schema_errors(messages.ClientBroadcastMessage, client) == []
+    assert schema_errors(messages.ClientBroadcastMessage, {**client, "meta": None}) != []
 
 
 def tenant_of(user) -> Tenant:
@@ -163,4 +171,5 @@ async def test_a_socket_client_broadcast_is_of_the_schema(schools, sockets):
     message = check(await receive(channel))
     while message["type"] != messages.BROADCAST:
         message = check(await receive(channel))
-    assert message["event"] == "hi" and message["meta"] is None and message["sender"]
+    assert message["event"] == "hi" and message["sender"]
+    assert message["meta"] == {"sender": {"user_id": str(a.teacher_user.pk), "role": "teacher"}}

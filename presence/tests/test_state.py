@@ -22,7 +22,7 @@ async def test_track_untrack_and_state(topic):
     first = await state.track(presence_key="t1", meta={"activity": "marking"}, **common)
     second = await state.track(presence_key="t1", meta={"activity": "phone"}, **common)
     third = await state.track(presence_key="t2", meta={}, **common)
-    assert first["meta"] == {"activity": "marking", "phx_ref": first["ref"]}
+    assert first["meta"] == {"activity": "marking", "user_id": "u", "phx_ref": first["ref"]}
     current = await state.state(topic)
     assert current == {"t1": {"metas": [first["meta"], second["meta"]]}, "t2": {"metas": [third["meta"]]}}
 
