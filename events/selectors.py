@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from django.db import connection
@@ -126,3 +127,22 @@ def events_by_seq(seqs: list[int]) -> list[RealtimeEvent]:
     """Stored events by seq, oldest first (a socket catching up on what it held back). The socket
     already decided they are the user's; RLS still applies. Tenant context."""
     return list(RealtimeEvent.objects.filter(seq__in=seqs, deleted_at__isnull=True).order_by("seq"))
+
+
+def student_audiences(student_ids: list[str]) -> dict[str, dict]:
+    """Each student's FERPA audience (`student_user_id`, `family_user_ids`, `educator_user_ids`),
+    by the SQL function the change-capture trigger stores with every event about a student, so
+    the REST paths judge a reader exactly as socket delivery does (events/ferpa.py). Tenant
+    context: a student of another school has no audience."""
+    if not student_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s::text, realtime_student_audience(s) FROM unnest(%s::uuid[]) AS s",
+            [sorted({str(s) for s in student_ids})],
+        )
+        rows = cursor.fetchall()
+    # The app's connections leave json undecoded (Django's JSONField decodes it); decode it here.
+    return {
+        student: (json.loads(audience) if isinstance(audience, str) else audience) or {} for student, audience in rows
+    }

@@ -120,6 +120,31 @@ def authorize_topic(user: User, name: str) -> Topic:
     return topic
 
 
+def may_read_topic(user: User, name: str) -> bool:
+    """Whether `user` may read the messages of topic `name`: the join rule of `authorize_topic`
+    (without its audit line), for the paths that read a topic's messages without joining it (the
+    poll). One rule decides a topic's readers on every path. Must run inside the user's tenant
+    context."""
+    try:
+        topic = parse_topic(name)
+    except TopicDenied:
+        return False
+    return topic.organization_id == str(user.organization_id) and _may_join(user, topic)
+
+
+class TopicReaders:
+    """`may_read_topic` for one user, each topic decided once (one poll page names few topics)."""
+
+    def __init__(self, user: User):
+        self.user = user
+        self._decided: dict[str, bool] = {}
+
+    def __call__(self, name: str) -> bool:
+        if name not in self._decided:
+            self._decided[name] = may_read_topic(self.user, name)
+        return self._decided[name]
+
+
 def topics_for_user(user: User) -> list[str]:
     """Every topic this user may and should join, from their role and relations."""
     org = user.organization_id

@@ -11,6 +11,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from culture.messages import translated
+from events import ferpa
+from events.selectors import student_audiences
 from harry_realtime import inputguard
 from harry_realtime.tenancy import Tenant, dangerously_platform_context
 from school.models import Role, StudentGroupEnrollment, User
@@ -65,9 +67,12 @@ def sync_status(*, device_id: str) -> dict:
     }
 
 
-def _conflict_item(row: OfflineSyncOperation, role: str) -> dict:
+def _conflict_item(row: OfflineSyncOperation, role: str, viewer: User) -> dict:
     spec = TABLES[row.table_name]
     server = spec.model.objects.filter(pk=row.record_id).first()
+    server_data = None
+    if server is not None:
+        server_data = ferpa_filtered(viewer, row.table_name, {str(server.pk): record_of(server)})[str(server.pk)]
     try:
         changes = clean_changes(spec, role, row.operation_type, row.new_data or {})
     except Exception:  # noqa: BLE001 - a stored conflict stays listable even if rules changed since
@@ -79,7 +84,7 @@ def _conflict_item(row: OfflineSyncOperation, role: str) -> dict:
         "recordId": str(row.record_id) if row.record_id else None,
         "conflictType": (row.conflict_metadata or {}).get("conflict_type", "concurrent_update"),
         "clientData": row.new_data,
-        "serverData": record_of(server) if server is not None else None,
+        "serverData": server_data,
         "conflictFields": fields,
         "suggestedResolution": "teacher_authority" if role in AUTHORITY_ROLES else "server_wins",
         "culturalContext": row.cultural_context,
@@ -91,10 +96,11 @@ def _conflict_item(row: OfflineSyncOperation, role: str) -> dict:
     }
 
 
-def pending_conflicts(*, user: User) -> dict:
-    """The spec's PendingConflictsResponse for one user."""
+def pending_conflicts(*, user: User, viewer: User | None = None) -> dict:
+    """The spec's PendingConflictsResponse for one user, as `viewer` (the user themself or an
+    admin) may see it: the server's copy of a student row at the viewer's FERPA level."""
     rows = list(OfflineSyncOperation.objects.filter(user_id=user.pk, sync_status="conflict").order_by("-priority"))
-    items = [_conflict_item(row, user.role) for row in rows]
+    items = [_conflict_item(row, user.role, viewer or user) for row in rows]
     authority = user.role in AUTHORITY_ROLES
     return {
         "conflicts": items,
@@ -158,13 +164,11 @@ class Visibility:
     # Teachers see every row of their groups; students and families only the group rows themselves.
     group_rows_only: bool = True
     family: bool = False
-    hide_sensitive: bool = True
-    own_student_ids: tuple[str, ...] = ()
 
 
 def visibility_for(user: User) -> Visibility:
     if user.role == Role.ADMIN:
-        return Visibility(everything=True, hide_sensitive=False)
+        return Visibility(everything=True)
     if user.role == Role.TEACHER:
         teacher = teacher_for_user(user)
         groups = active_group_ids_of_teacher(teacher.pk) if teacher else set()
@@ -178,14 +182,24 @@ def visibility_for(user: User) -> Visibility:
             return Visibility()
         ids = (str(student.pk),)
         groups = tuple(active_group_ids_of_student(student.pk))
-        return Visibility(student_ids=ids, group_ids=groups, own_student_ids=ids)
+        return Visibility(student_ids=ids, group_ids=groups)
     children = children_of(user)
     ids = tuple(str(s.pk) for s in children)
     groups = tuple({g for s in children for g in active_group_ids_of_student(s.pk)})
-    return Visibility(student_ids=ids, group_ids=groups, family=True, own_student_ids=ids)
+    return Visibility(student_ids=ids, group_ids=groups, family=True)
 
 
-SENSITIVE = {"students": frozenset({"personal_info", "family_details", "medical_notes"})}
+def ferpa_filtered(user: User, table: str, records: dict[str, dict]) -> dict[str, dict]:
+    """Records of `table` by id as this user may see them: a student row at the user's FERPA
+    level for that student (events/ferpa.py, the rule of every path); other tables carry no
+    protected fields."""
+    if table != "students" or not records:
+        return records
+    audiences = student_audiences(list(records))
+    return {
+        record_id: ferpa.filter_record(record, ferpa.access_level(user.pk, audiences.get(record_id), role=user.role))
+        for record_id, record in records.items()
+    }
 
 
 # The oldest transaction that may still commit a change here: the snapshot's in-progress xids,
@@ -253,18 +267,21 @@ def changes_since(*, user: User, cursor: Cursor, tables: list[str], limit: int) 
             continue
         if not _visible_record(visibility, table, obj):
             continue
-        hide = SENSITIVE.get(table, frozenset())
-        if not visibility.hide_sensitive or str(record_id) in visibility.own_student_ids:
-            hide = frozenset()
         changes.append(
             {
                 "table": table,
                 "id": str(record_id),
                 "op": "upsert",
                 "syncVersion": obj.sync_version,
-                "record": record_of(obj, hide=hide),
+                "record": record_of(obj),
             }
         )
+    students = ferpa_filtered(
+        user, "students", {c["id"]: c["record"] for c in changes if c["table"] == "students" and "record" in c}
+    )
+    for change in changes:
+        if change["table"] == "students" and "record" in change:
+            change["record"] = students[change["id"]]
     has_more = len(rows) == limit
     start = cursor.start if cursor.start is not None else max(xmin, cursor.floor)
     if has_more:

@@ -7,10 +7,10 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from events import domain, ferpa, selectors
+from events import domain, selectors
 from events.messages import messages_for
-from events.recipients import broadcast_for_recipient
-from events.topics import topics_for_user
+from events.recipients import broadcast_for_recipient, change_data_for_recipient
+from events.topics import TopicReaders
 from harry_realtime import inputguard
 from harry_realtime.api import TenantAPIView
 from harry_realtime.errors import Invalid
@@ -32,8 +32,9 @@ class PollQuerySerializer(serializers.Serializer):
 
 
 class PollView(TenantAPIView):
-    """The user's visible events after `since`, in seq order, each as the messages its topics
-    carried (FERPA-filtered for this user), and `next` to pass as `since` next time."""
+    """The user's visible events after `since`, in seq order, each as the messages of the topics
+    this user may read (FERPA-filtered for this user, as on the socket), and `next` to pass as
+    `since` next time."""
 
     @extend_schema(parameters=[PollQuerySerializer], responses={200: PollResponseSerializer})
     def get(self, request: Request) -> Response:
@@ -47,25 +48,22 @@ class PollView(TenantAPIView):
             limit=query.validated_data["limit"],
             priorities=query.validated_data.get("priority") or None,
         )
-        topics = set(topics_for_user(user))
+        # The same rules as the socket (events/ferpa.py): a topic's messages only for its readers
+        # (the join rule), each message by the row rules and at the reader's FERPA level.
+        readable = TopicReaders(user)
         events = []
         for event in rows:
-            target = event.target_user_id
             messages = []
             for topic, message in messages_for(event):
-                watches = ferpa.access_level(user.pk, message["audience"]) != "public"
-                if user.role != "admin" and topic not in topics and not watches and str(target) != str(user.pk):
+                if not readable(topic):
                     continue
                 if message["type"] == "realtime.broadcast":
                     item = broadcast_for_recipient(message, user_id=user.pk, role=user.role)
                 else:
-                    data = message["data"]
-                    if not ferpa.may_receive(
-                        user.pk, user.role, message["audience"], data["record"] or data["old_record"]
-                    ):
-                        continue
-                    level = ferpa.access_level(user.pk, message["audience"])
-                    item = {"type": "postgres_changes", "data": ferpa.filter_change(data, level)}
+                    data = change_data_for_recipient(
+                        message, user_id=user.pk, role=user.role, organization_id=user.organization_id
+                    )
+                    item = None if data is None else {"type": "postgres_changes", "data": data}
                 if item is not None:
                     messages.append({"topic": topic, **item})
             if messages:

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
+from events import ferpa
 from events.listener import Listener
 from events.models import RealtimeEvent
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
@@ -113,8 +114,12 @@ async def test_ferpa_filters_student_rows_per_recipient(schools, listener):
 
     await sync_to_async(note)()
     full = (await educator.until("postgres_changes", timeout=5)).payload["data"]
-    public = (await admin.until("postgres_changes", timeout=5)).payload["data"]
+    school_admin = (await admin.until("postgres_changes", timeout=5)).payload["data"]
     assert full["record"]["medical_notes"] == "asthma" and full["access_level"] == "educator"
+    # Admins read the protected fields on every path (issue 13 item 9; events/ferpa.py).
+    assert school_admin["record"]["medical_notes"] == "asthma" and school_admin["access_level"] == "admin"
+    # Anyone outside the audience gets the public level (as filtered for them).
+    public = ferpa.filter_change(full, "public")
     assert "medical_notes" not in public["record"] and "personal_info" not in public["old_record"]
     assert public["access_level"] == "public"
     await educator.close()
@@ -131,7 +136,7 @@ async def test_one_broadcast_shared_by_a_process_is_filtered_per_access_level(sc
     admin, _ = await pg_join(a.admin_user, topic, [])
     await sync_to_async(set_attendance)(a, "late")
     frames = [(await s.until("broadcast", topic=topic, timeout=5)).payload for s in (educator, second_device, admin)]
-    assert [f["payload"]["access_level"] for f in frames] == ["educator", "educator", "public"]
+    assert [f["payload"]["access_level"] for f in frames] == ["educator", "educator", "admin"]
     assert frames[0] == frames[1] and frames[0]["meta"] == frames[2]["meta"]
     for socket in (educator, second_device, admin):
         await socket.close()

@@ -100,7 +100,9 @@ def test_python_rules_match_spec():
 
 def test_ferpa_levels_and_filtering():
     audience = {"student_user_id": "s", "family_user_ids": ["p"], "educator_user_ids": ["t"]}
-    assert [ferpa.access_level(u, audience) for u in ("s", "p", "t", "x")] == ["self", "family", "educator", "public"]
+    levels = [ferpa.access_level(u, audience, role="teacher") for u in ("s", "p", "t", "x")]
+    assert levels == ["self", "family", "educator", "public"]
+    assert ferpa.access_level("x", audience, role="admin") == "admin"
     payload = {"a": 1, "medical_notes": "x", "nested": {"personal_info": {}, "b": 2}}
     assert ferpa.filter_payload(payload, "family")["medical_notes"] == "x"
     public = ferpa.filter_payload(payload, "public")

@@ -106,7 +106,7 @@ class PendingConflictsView(TenantAPIView):
         target = User.objects.filter(pk=user_id, organization_id=self.tenant.organization_id).first()
         if target is None:
             raise NotFound("not_found", "No such user.")
-        return Response(selectors.pending_conflicts(user=target))
+        return Response(selectors.pending_conflicts(user=target, viewer=request.user))
 
 
 class ResolveConflictView(TenantAPIView):
