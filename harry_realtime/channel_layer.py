@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +60,22 @@ return popped
 """
 
 
+class _Inboxes(defaultdict):
+    """The per-process buffers of the sockets' channels. channels_redis deletes a channel's buffer
+    when its receive ends (`del buffers[channel]`, also on cancellation); a socket's teardown may
+    have dropped it already (events/consumers.py, `_forget_inbox`). A KeyError there skipped the
+    release of the process's receive lock, and every other socket of the process went deaf; a
+    buffer that is gone is simply gone."""
+
+    def __delitem__(self, channel: str) -> None:
+        self.pop(channel, None)
+
+
 class BulkReceiveRedisChannelLayer(RedisChannelLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.receive_buffer = _Inboxes(self.receive_buffer.default_factory)
+
     def on_reset(self, hook: Callable[[], Any]) -> None:
         """Call `hook()` (on the receiving event loop) whenever Redis is found to have lost its data."""
         hooks = self.__dict__.setdefault("_reset_hooks", [])

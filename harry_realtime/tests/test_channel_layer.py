@@ -54,3 +54,23 @@ async def test_messages_left_in_flight_by_a_crash_are_received_first():
     await layer.send(channel, {"type": "test.message", "n": 1})
     received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
     assert [m["n"] for m in received] == [0, 1]
+
+
+async def test_a_receive_cancelled_after_its_inbox_was_dropped_leaves_the_other_channels_receiving():
+    """A socket's teardown drops its inbox from the shared buffer (events/consumers.py,
+    _forget_inbox) while its receive still waits; cancelling that receive must neither raise
+    KeyError nor leave the process's receive lock taken (every other socket would go deaf)."""
+    layer = get_channel_layer()
+    first, second = await layer.new_channel(), await layer.new_channel()
+    reading = asyncio.ensure_future(layer.receive(first))  # takes the receive lock, waits in Redis
+    await asyncio.sleep(0.1)
+    waiting = asyncio.ensure_future(layer.receive(second))  # waits for the lock or its inbox
+    await asyncio.sleep(0.1)
+    layer.receive_buffer.pop(second, None)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    for n in range(3):
+        await layer.send(first, {"type": "test.message", "n": n})
+    assert (await asyncio.wait_for(reading, 5))["n"] == 0
+    assert [(await asyncio.wait_for(layer.receive(first), 5))["n"] for _ in range(2)] == [1, 2]
