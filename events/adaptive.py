@@ -120,8 +120,13 @@ class AdaptiveDeliveryMixin:
         if self.profile_error:
             await self._reply(message, "error", {"reason": self.profile_error})
             return
+        config = body.get("config") or {}
+        broadcast = (config.get("broadcast") or {}) if isinstance(config, dict) else None
+        if not isinstance(broadcast, dict):
+            await self._reply(message, "error", {"reason": "InvalidJoinPayload: config.broadcast must be an object"})
+            return
         self.profile_join_ref = message.join_ref or message.ref
-        self.profile_ack = bool(((body.get("config") or {}).get("broadcast") or {}).get("ack"))
+        self.profile_ack = bool(broadcast.get("ack"))
         await self._reply(message, "ok", self.profile_state())
 
     async def _profile_broadcast(self, message: Message) -> None:

@@ -229,12 +229,12 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
             lifecycle.closed_by_server(self, "frame_too_big")
             await self.close(code=CLOSE_TOO_BIG)
             return
+        malformed: ProtocolError | None = None
         try:
             message = decode_text(text_data, self.vsn) if text_data is not None else decode_binary(frame)
         except ProtocolError as exc:
-            bad = Message(topic=exc.topic or "phoenix", event="unknown", payload=None, ref=exc.ref)
-            await self._reply(bad, "error", {"reason": f"MalformedMessage: {exc.reason}"})
-            return
+            # Counted against the message rate like any frame, so junk cannot flood past it.
+            malformed, message = exc, Message(topic=exc.topic or "phoenix", event="unknown", payload=None, ref=exc.ref)
         if not (message.topic == "phoenix" and message.event == "heartbeat") and not self.rate.allow():
             limit = settings.REALTIME_MAX_MESSAGES_PER_SECOND
             await self._reply(
@@ -242,6 +242,9 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
                 "error",
                 {"error": "rate_limited", "reason": f"RateLimited: at most {limit} messages per second"},
             )
+            return
+        if malformed is not None:
+            await self._reply(message, "error", {"reason": f"MalformedMessage: {malformed.reason}"})
             return
         started = time.perf_counter()
         try:
@@ -310,6 +313,12 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         config = payload.get("config") or {}
         if not isinstance(config, dict):
             raise JoinRefused("InvalidJoinPayload: config must be an object")
+        for part in ("broadcast", "presence"):
+            if config.get(part) is not None and not isinstance(config[part], dict):
+                raise JoinRefused(f"InvalidJoinPayload: config.{part} must be an object")
+        presence = config.get("presence") or {}
+        if isinstance(presence.get("key"), bool | dict | list):  # strings, and numbers as their text
+            raise JoinRefused("InvalidJoinPayload: config.presence.key must be a string")
         if topic not in self.channels_joined and len(self.channels_joined) >= limits.max_channels():
             raise JoinRefused(f"ChannelLimitReached: at most {limits.max_channels()} channels per connection")
         token = payload.get("access_token") or ("" if settings.REALTIME_API_KEY else self.apikey)
@@ -348,7 +357,6 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
                 self.channel_name, user_id=claims.user_id, organization_id=claims.organization_id, role=claims.role
             )
             await lifecycle.authenticated(self)
-        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
         return JoinedChannel(
             topic=topic,
             sub_topic=sub_topic,

@@ -72,6 +72,10 @@ from .status import events_mark_delivered, events_mark_sent
 log = logging.getLogger(__name__)
 
 MAX_ACK_IDS = 500
+# Event ids are PostgreSQL bigints; a larger number would be compared as numeric (no index).
+MAX_SEQ = 2**63 - 1
+# The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z).
+MAX_SINCE_MS = 253_402_300_799_999
 SENT_FLUSH_SECONDS = 0.2
 # Channel-layer message types whose handlers never use a database connection on the loop.
 DB_FREE_MESSAGES = frozenset({"realtime.postgres_change", "realtime.broadcast", "realtime.batch"})
@@ -117,13 +121,15 @@ def replay_max() -> int:
 
 def validate_replay(config: dict) -> str | None:
     """Why a join's replay request is refused, or None when it is absent or valid."""
-    replay = _replay_config(config)
+    replay = (config.get("broadcast") or {}).get("replay")
     if replay is None:
         return None
+    if not isinstance(replay, dict):
+        return "InvalidReplay: replay must be an object {since, after_id, limit}"
     since, limit, after = replay.get("since"), replay.get("limit", replay_max()), replay.get("after_id")
-    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SINCE_MS):
         return "InvalidReplay: since must be a time in milliseconds since the epoch"
-    if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ):
         return "InvalidReplay: after_id must be an event id"
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= replay_max():
         return f"InvalidReplay: limit must be between 1 and {replay_max()}"
@@ -419,7 +425,7 @@ class PipelineDeliveryMixin:
             not isinstance(ids, list)
             or not ids
             or len(ids) > MAX_ACK_IDS
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_SEQ for i in ids)
         ):
             await self._reply(
                 message,

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from harry_realtime import jsonutil
 
 VSN_1 = "1.0.0"
@@ -28,6 +30,13 @@ ENCODING_JSON = 1
 _BINARY_HEADER = 7
 
 TOPIC_PREFIX = "realtime:"
+
+# Payloads travel on in server frames, which put up to 4 levels of envelope around them; orjson
+# encodes at most 254 levels (the standard library's fallback overflows the interpreter's stack
+# near 1,000) but reads up to 1,024. A payload nested deeper than this could be read and never
+# sent on, so it is refused at the door.
+MAX_PAYLOAD_DEPTH = 250
+_ENVELOPE_LEVELS = 254 - MAX_PAYLOAD_DEPTH
 
 
 class ProtocolError(Exception):
@@ -57,15 +66,31 @@ def _ref(value: Any) -> str | None:
     raise ProtocolError("ref must be a string")
 
 
+def _nested_too_deep(value: Any) -> bool:
+    """Whether `value` nests more than MAX_PAYLOAD_DEPTH levels (orjson finds out at C speed)."""
+    if not isinstance(value, dict | list):
+        return False
+    for _ in range(_ENVELOPE_LEVELS):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
+
+
 def _message(topic: Any, event: Any, payload: Any, ref: Any, join_ref: Any) -> Message:
     if not isinstance(topic, str) or not topic:
         raise ProtocolError("topic must be a non-empty string", ref=ref if isinstance(ref, str) else None)
     if not isinstance(event, str) or not event:
         raise ProtocolError("event must be a non-empty string", topic=topic, ref=ref if isinstance(ref, str) else None)
     try:
-        return Message(topic=topic, event=event, payload=payload, ref=_ref(ref), join_ref=_ref(join_ref))
+        message = Message(topic=topic, event=event, payload=payload, ref=_ref(ref), join_ref=_ref(join_ref))
     except ProtocolError as exc:
         raise ProtocolError(exc.reason, topic=topic) from None
+    if _nested_too_deep(payload):
+        raise ProtocolError(f"payload nested more than {MAX_PAYLOAD_DEPTH} levels", topic=topic, ref=message.ref)
+    return message
 
 
 def decode_text(text: str, vsn: str) -> Message:
@@ -112,6 +137,8 @@ def decode_binary(data: bytes) -> Message:
         meta = jsonutil.loads(metadata) if metadata else None
     except (ValueError, RecursionError):
         raise ProtocolError("malformed JSON in binary frame", topic=topic, ref=ref or None) from None
+    if _nested_too_deep(payload):  # (metadata has at most 255 bytes: never this deep)
+        raise ProtocolError(f"payload nested more than {MAX_PAYLOAD_DEPTH} levels", topic=topic, ref=ref or None)
     body: dict[str, Any] = {"type": "broadcast", "event": user_event, "payload": payload}
     if isinstance(meta, dict):
         # Client metadata sits beside the payload, exactly as realtime-js picks it.

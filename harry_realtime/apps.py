@@ -45,8 +45,10 @@ class HarryRealtimeConfig(AppConfig):
     def ready(self) -> None:
         from . import openapi  # noqa: F401 - registers the schema's authentication extensions
         from .logredact import install
+        from .logs import install_client_fault_filter
 
         install()
+        install_client_fault_filter()
         connection_created.connect(_refuse_rls_bypass, dispatch_uid="refuse_rls_bypass")
         post_migrate.connect(_grant_app_roles, dispatch_uid="grant_app_roles")
         user_logged_in.disconnect(dispatch_uid="update_last_login")

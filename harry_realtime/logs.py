@@ -33,3 +33,28 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+# What the ASGI server logs as an error with a traceback although the client caused it and the
+# server handled it: uvicorn closes a text frame that is not UTF-8 with 1007. As errors, anyone
+# could write tracebacks into the log (and set off error alerts) at will.
+_CLIENT_FAULTS = {("uvicorn.error", "Invalid UTF-8 sequence received from client.")}
+
+
+class ClientFaultsAsWarnings(logging.Filter):
+    """A one-line WARNING, without the traceback, for each record in `_CLIENT_FAULTS`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.name, record.msg) in _CLIENT_FAULTS:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def install_client_fault_filter() -> None:
+    """On the loggers of `_CLIENT_FAULTS` (a logger's filter sees its records before any handler);
+    idempotent."""
+    for name in {name for name, _ in _CLIENT_FAULTS}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ClientFaultsAsWarnings) for f in logger.filters):
+            logger.addFilter(ClientFaultsAsWarnings())

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def _first(params: dict[str, list[str]], name: str) -> str | None:
-    values = params.get(name) or [""]
-    return values[0][:200] or None
+    value = (params.get(name) or [""])[0][:200]
+    return value if value and "\x00" not in value else None  # PostgreSQL text cannot hold NUL
 
 
 class PresenceMirror:

@@ -154,7 +154,8 @@ def socket_closed(*, user: User, session_id: str, device_id: str) -> None:
 
 
 def _text(value, limit: int = 200) -> str | None:
-    return str(value)[:limit] if isinstance(value, (str, int)) and str(value) else None
+    text = str(value)[:limit] if isinstance(value, (str, int)) else ""
+    return text if text and "\x00" not in text else None  # PostgreSQL text cannot hold NUL
 
 
 def _pick(meta: dict, *names: str):

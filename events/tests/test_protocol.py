@@ -3,6 +3,7 @@ import json
 import pytest
 
 from events.protocol import (
+    MAX_PAYLOAD_DEPTH,
     VSN_1,
     VSN_2,
     Message,
@@ -106,3 +107,22 @@ def test_non_ascii_travels_as_utf8_and_payload_size_counts_its_bytes():
 def test_integers_beyond_64_bits_are_encoded_exactly():
     frame = encode(push("realtime:t", "broadcast", {"points": 10**30}), VSN_2)
     assert '"points":1000000000000000000000000000000' in frame
+
+
+def test_payloads_nest_at_most_max_payload_depth_levels():
+    """Deeper payloads parse (orjson reads 1,024 levels) but could not be sent on in a server frame."""
+    deepest = "[" * MAX_PAYLOAD_DEPTH + "]" * MAX_PAYLOAD_DEPTH
+    message = decode_text(f'["1", "2", "realtime:t", "broadcast", {deepest}]', VSN_2)
+    assert encode(push("realtime:t", "broadcast", {"payload": message.payload}), VSN_2)  # and goes out again
+    deeper = "[" + deepest + "]"
+    for vsn, text in [
+        (VSN_2, f'["1", "2", "realtime:t", "broadcast", {deeper}]'),
+        (VSN_1, f'{{"topic": "realtime:t", "event": "broadcast", "payload": {deeper}, "ref": "2"}}'),
+    ]:
+        with pytest.raises(ProtocolError) as refused:
+            decode_text(text, vsn)
+        assert (refused.value.topic, refused.value.ref) == ("realtime:t", "2")
+        assert "nested more than 250 levels" in refused.value.reason
+    assert decode_binary(binary_push("1", "2", "realtime:t", "e", deepest.encode())).payload["payload"]
+    with pytest.raises(ProtocolError, match="nested"):
+        decode_binary(binary_push("1", "2", "realtime:t", "e", deeper.encode()))

@@ -69,3 +69,19 @@ def test_a_job_is_one_line(schools, caplog):
     [line] = json_lines(caplog, "harry.job")
     assert line["task"] == "harry_realtime.evaluate_alerts" and line["state"] == "SUCCESS"
     assert line["job_id"] and line["duration_ms"] >= 0
+
+
+def test_uvicorns_invalid_utf8_error_is_a_warning_without_a_traceback(caplog):
+    """uvicorn logs a client's text frame that is not UTF-8 (which it closes 1007) as an ERROR with
+    a traceback; any client could fill the log with those (tests/security/test_ws_frame_fuzz_server.py
+    sends the frames to the real server)."""
+    logger = logging.getLogger("uvicorn.error")
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        try:
+            b"\xff".decode()
+        except UnicodeDecodeError:
+            logger.exception("Invalid UTF-8 sequence received from client.")
+            logger.exception("Something else failed.")
+    fault, other = [r for r in caplog.records if r.name == "uvicorn.error"]
+    assert (fault.levelname, fault.exc_info, fault.exc_text) == ("WARNING", None, None)
+    assert (other.levelname, other.exc_info is not None) == ("ERROR", True)

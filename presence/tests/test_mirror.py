@@ -262,3 +262,18 @@ async def test_the_urls_profile_and_its_changes_are_written_to_the_connection(sc
     assert stored == {(9, "poor", 300_000)}
     assert (await presence(a.teacher_user, "phone")).connection_quality == "poor"
     await client.comm.disconnect()
+
+
+async def test_nul_characters_from_the_url_or_a_meta_are_dropped_not_written(schools):
+    """PostgreSQL text cannot hold NUL: such values are left out, so the mirror write succeeds."""
+    a = schools.a
+    client = Client("device_id=%00&platform=android%00")
+    await client.connect()
+    await client.join(attendance(a), a.teacher_user)
+    [row] = await rows(user=a.teacher_user)
+    assert "\x00" not in row.device_id and row.platform is None
+    meta = {"activity": "marking\x00", "current_screen": "\x00", "status": "in_class"}
+    await client.push(f"realtime:{attendance(a)}", "presence", {"type": "presence", "event": "track", "payload": meta})
+    tracked = await presence(a.teacher_user, row.device_id)
+    assert (tracked.activity, tracked.current_screen, tracked.status) == (None, None, "in_class")
+    await client.comm.disconnect()
