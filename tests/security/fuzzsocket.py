@@ -213,7 +213,9 @@ async def _presences_of(topic: str, channel: str) -> set[str]:
 
 
 async def _slot_members(user) -> list[str]:
-    return await limits.redis_client().zrange(key("conn", "user", str(user.pk)), 0, -1)
+    """The connections holding a slot of the user's count (a member ends with its connection id)."""
+    members = await limits.redis_client().zrange(key("conn", "user", str(user.pk)), 0, -1)
+    return [member.rsplit("|", 1)[-1] for member in members]
 
 
 async def assert_consistent(probe: Probe, user) -> None:
