@@ -208,12 +208,17 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
 
     async def _forget_inbox(self) -> None:
         """Messages already on their way to this channel when it left its groups would wait in
-        the layer's per-process buffer for a reader that never comes: dropped now and once more
-        when the stragglers are in."""
+        the layer's per-process buffer for a reader that never comes: emptied now, dropped when
+        the stragglers are in. Not dropped now: the layer's receive for this channel may still be
+        waiting on that queue, and channels_redis deletes the entry itself when that receive ends;
+        gone by then, its KeyError leaves the layer's shared receive lock held and every socket
+        of the process deaf (`make test-faults`, clients cut at once)."""
         buffers = getattr(self.channel_layer, "receive_buffer", None)
         if buffers is not None:
             name = self.channel_name
-            buffers.pop(name, None)
+            queue = buffers.get(name)
+            while queue is not None and not queue.empty():
+                queue.get_nowait()
             asyncio.get_running_loop().call_later(INBOX_STRAGGLERS_SECONDS, buffers.pop, name, None)
 
     async def _release_slot(self) -> None:

@@ -295,3 +295,28 @@ async def test_the_idle_close_is_sent_once_and_the_watchdog_stops(schools, setti
         "presences": [],
         "watchdogs": [],
     }
+
+
+async def test_forgetting_the_inbox_while_the_layer_receives_keeps_the_process_receiving():
+    """A socket's teardown empties its inbox while the layer's receive for that channel is still
+    waiting behind another channel's receive (the consumer's receive task is cancelled after the
+    teardown): the cancelled receive ends cleanly and the other channel still gets its messages."""
+    from types import SimpleNamespace
+
+    from events.consumers import RealtimeSocket
+
+    layer = get_channel_layer()
+    gone, alive = await layer.new_channel(), await layer.new_channel()
+    receiving = asyncio.create_task(layer.receive(alive))  # takes the layer's receive lock
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(layer.receive(gone))  # waits on its queue and on the lock
+    await asyncio.sleep(0.1)
+    await RealtimeSocket._forget_inbox(SimpleNamespace(channel_layer=layer, channel_name=gone))
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting  # before the fix: KeyError from channels_redis' own clean-up
+    for n in range(2):
+        await layer.send(alive, {"type": "ping", "n": n})
+        message = await asyncio.wait_for(receiving if n == 0 else layer.receive(alive), 5)
+        assert message == {"type": "ping", "n": n}
+    assert not layer.receive_lock or not layer.receive_lock.locked()
