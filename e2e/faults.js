@@ -314,7 +314,8 @@ async function fault(name, run) {
   const result = await account(from, to)
   const exits = procs.filter((p) => p instanceof Proc).reduce((n, p) => n + p.exits, 0) - exitsBefore
   const refused = refusedSince(t0)
-  const systems = clients.flatMap((c) => c.systems.filter((s) => s && s.status !== 'ok')).length
+  const systemMessages = clients.flatMap((c) => c.systems.filter((s) => s && s.status !== 'ok'))
+  const systems = systemMessages.length
   if (result.lost) ctx.misses.push('lost')
   if (result.duplicated) ctx.misses.push('duplicated')
   if (result.outOfOrder) ctx.misses.push('out of order')
@@ -322,7 +323,7 @@ async function fault(name, run) {
   if (refused.length) ctx.misses.push(`${refused.length} join(s) refused (${refused[0]})`)
   if (ctx.recovery === null) ctx.misses.push(`no recovery within ${RECOVERY_BOUND_MS / 1000} s`)
   if (result.socketsHit) ctx.notes.push(`${result.socketsHit}/${clients.length} sockets hit`)
-  if (systems) ctx.notes.push(`${systems} system messages`)
+  if (systems) ctx.notes.push(`${systems} system messages, e.g. ${JSON.stringify(systemMessages[0]).slice(0, 160)}`)
   // Every client must be joined again (a rejoin after an error may take realtime-js' backoff).
   const joined = await waitFor(() => clients.every((c) => c.channel.state === 'joined'), { timeout: 10000, what: 'joined' }).then(() => true, () => false)
   if (!joined) ctx.misses.push(`${clients.filter((c) => c.channel.state !== 'joined').length} client(s) not joined 10 s after the fault`)
