@@ -1,7 +1,7 @@
 """Every way a socket ends leaves nothing behind (issue 19 item 3, issue 13 item 6), and a join is
 answered `ok` only once it has fully succeeded (issue 19 item 5).
 
-The send-failure cases need the real ASGI server: uvicorn (in this process, on a port of its own,
+The send-failure cases need the real ASGI server: uvicorn (in this process, on a free port,
 `--ws websockets-sansio` as the Procfile runs it) raises `ClientDisconnected` out of a send to a
 peer that went away. A raw `websockets` client closes mid-join, mid-replay, mid-send; then the
 test checks, within a second: the connection slot is free (the user's next socket, limited to one
@@ -17,6 +17,7 @@ import json
 import logging
 import socket as stdlib_socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -39,7 +40,6 @@ pytestmark = [
     pytest.mark.usefixtures("worker_connections_closed"),
 ]
 
-PORT = 18201  # this suite's own port (parallel suites use others)
 LARGE = "x" * 30_000  # a frame large enough that a few fill the socket buffers of a silent peer
 
 
@@ -47,14 +47,15 @@ LARGE = "x" * 30_000  # a frame large enough that a few fill the socket buffers 
 async def server(settings):
     settings.REALTIME_MAX_CONNECTIONS_PER_USER = 1
     config = uvicorn.Config(
-        application, host="127.0.0.1", port=PORT, ws="websockets-sansio", lifespan="off", log_level="warning"
+        application, host="127.0.0.1", port=0, ws="websockets-sansio", lifespan="off", log_level="warning"
     )
     running = uvicorn.Server(config)
     task = asyncio.create_task(running.serve())
     while not running.started:
         assert not task.done(), "uvicorn did not start"
         await asyncio.sleep(0.02)
-    yield f"ws://127.0.0.1:{PORT}/realtime/v1/websocket?apikey=anon&vsn=1.0.0"
+    port = running.servers[0].sockets[0].getsockname()[1]
+    yield f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey=anon&vsn=1.0.0"
     running.should_exit = True
     await asyncio.wait_for(task, 15)
 
@@ -74,7 +75,8 @@ async def open_raw(url: str, *, receive_buffer: int | None = None):
     if receive_buffer:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, receive_buffer)
     sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", PORT))
+    address = urlsplit(url)
+    await asyncio.get_running_loop().sock_connect(sock, (address.hostname, address.port))
     return await connect(url, sock=sock, max_queue=4, max_size=None, compression=None)
 
 

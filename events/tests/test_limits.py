@@ -30,8 +30,6 @@ pytestmark = [
     pytest.mark.usefixtures("worker_connections_closed"),
 ]
 
-PORT = 18202  # this suite's own port
-
 
 def dead_pid() -> int:
     """The id of a process of this host that has exited."""
@@ -130,7 +128,8 @@ async def test_a_live_socket_takes_its_slot_back_after_redis_lost_it(schools):
 # -- a real web process killed and restarted ------------------------------------------------------
 
 
-def start_server() -> subprocess.Popen:
+def start_server(port: int = 0) -> tuple[subprocess.Popen, int]:
+    """A web process as the Procfile starts it, on `port` (0: a free one); (process, its port)."""
     database = connections["default"].settings_dict
     owner = connections["owner"].settings_dict
     env = {
@@ -143,7 +142,7 @@ def start_server() -> subprocess.Popen:
         "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
         "REALTIME_MAX_CONNECTIONS_PER_USER": "1",
     }
-    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(PORT), "--ws", "websockets-sansio"]
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"]
     process = subprocess.Popen(
         [sys.executable, *args, "--lifespan", "off", "harry_realtime.asgi:application"],
         cwd=settings.BASE_DIR,
@@ -154,16 +153,16 @@ def start_server() -> subprocess.Popen:
     )
     output = ""
     deadline = time.monotonic() + 60
-    while not re.search(r"Uvicorn running on", output):
+    while (running := re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", output)) is None:
         line = process.stdout.readline()
         assert line or process.poll() is None, output
         output += line
         assert time.monotonic() < deadline, output
-    return process
+    return process, int(running[1])
 
 
-async def join_raw(user, topic: str) -> tuple[dict, object]:
-    client = await connect(f"ws://127.0.0.1:{PORT}/realtime/v1/websocket?apikey=anon&vsn=1.0.0")
+async def join_raw(port: int, user, topic: str) -> tuple[dict, object]:
+    client = await connect(f"ws://127.0.0.1:{port}/realtime/v1/websocket?apikey=anon&vsn=1.0.0")
     config = {"broadcast": {"ack": False, "self": False}, "presence": {"key": "me"}}
     frame = {"topic": topic, "event": "phx_join", "payload": {"config": config, "access_token": token(user)}}
     await client.send(json.dumps({**frame, "ref": "1", "join_ref": "1"}))
@@ -176,9 +175,9 @@ async def join_raw(user, topic: str) -> tuple[dict, object]:
 async def test_users_of_a_killed_web_process_are_let_back_in_at_once(schools):
     user, topic = schools.a.teacher_user, socket_topic(schools.a)
     sub_topic = topic.removeprefix("realtime:")
-    first = await asyncio.to_thread(start_server)
+    first, port = await asyncio.to_thread(start_server)
     try:
-        reply, client = await join_raw(user, topic)
+        reply, client = await join_raw(port, user, topic)
         assert reply["status"] == "ok"
         track = {"type": "presence", "event": "track", "payload": {"screen": "x"}}
         await client.send(json.dumps({"topic": topic, "event": "presence", "payload": track, "ref": "2"}))
@@ -191,9 +190,9 @@ async def test_users_of_a_killed_web_process_are_let_back_in_at_once(schools):
         await asyncio.to_thread(first.wait)
     assert len(await redis_client().zrange(key("conn", "user", str(user.pk)), 0, -1)) == 1  # left behind
 
-    second = await asyncio.to_thread(start_server)
+    second, _ = await asyncio.to_thread(start_server, port)  # the replacement, at the same address
     try:
-        reply, client = await join_raw(user, topic)  # the first attempt, right after the restart
+        reply, client = await join_raw(port, user, topic)  # the first attempt, right after the restart
         assert reply["status"] == "ok", reply
         members = await redis_client().zrange(key("conn", "user", str(user.pk)), 0, -1)
         assert [limits.member_node(m) for m in members] != [] and len(members) == 1
