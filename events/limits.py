@@ -173,6 +173,9 @@ def member_node(member: str) -> str:
 
 # -- connection slots -------------------------------------------------------------------------
 
+# How often a join that found a count full tries again while it waits (REALTIME_SLOT_WAIT_SECONDS).
+SLOT_RETRY_SECONDS = 0.1
+
 # Drop lapsed leases, then add this connection to both sets only if both have room.
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
@@ -255,6 +258,13 @@ class ConnectionSlot:
             await node_alive()
         result = await self._try(lease)
         if result and await reclaim_dead(self.keys[result - 1]):
+            result = await self._try(lease)
+        # A client that reconnects at once may find its previous sockets still counted: the server
+        # notices a peer gone only at its next send or when the socket's current handler (a long
+        # replay) yields. Their teardown frees the slots within moments; wait for that, not refuse.
+        deadline = time.monotonic() + settings.REALTIME_SLOT_WAIT_SECONDS
+        while result and time.monotonic() < deadline:
+            await asyncio.sleep(SLOT_RETRY_SECONDS)
             result = await self._try(lease)
         if result == 1:
             raise ConnectionLimitReached(

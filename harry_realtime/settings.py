@@ -343,6 +343,10 @@ REALTIME_CONNECTION_LEASE_SECONDS = float(env("REALTIME_CONNECTION_LEASE_SECONDS
 # for a full count first reclaims the slots of dead processes: one of this host whose process is
 # gone at once, one of another host once its heartbeat is this old (events/limits.py).
 REALTIME_NODE_TTL_SECONDS = float(env("REALTIME_NODE_TTL_SECONDS", "10"))
+# A join that finds its user's or organization's count full waits this long for slots to free
+# before it is refused: a client reconnecting at once races the teardown of its previous sockets,
+# which the server notices only at their next send (events/limits.py).
+REALTIME_SLOT_WAIT_SECONDS = float(env("REALTIME_SLOT_WAIT_SECONDS", "2"))
 # The most stored events one join replays (in pages of events.selectors.REPLAY_PAGE); a client
 # that missed more is told `resync_required` (docs/protocol.md#replay) instead.
 REALTIME_REPLAY_MAX_EVENTS = env_int("REALTIME_REPLAY_MAX_EVENTS", 10000)

@@ -74,6 +74,7 @@ async def test_channel_limit_per_connection(schools, settings):
 async def test_connections_per_user_and_per_org_are_limited_and_freed(schools, settings):
     settings.REALTIME_MAX_CONNECTIONS_PER_USER = 2
     settings.REALTIME_MAX_CONNECTIONS_PER_ORG = 3
+    settings.REALTIME_SLOT_WAIT_SECONDS = 0
     a = schools.a
     topic = socket_topic(a)
     first = await joined(a.teacher_user, topic)
@@ -108,6 +109,7 @@ async def await_join(user, topic):
 
 async def test_lapsed_lease_of_a_dead_process_frees_the_slot(schools, settings):
     settings.REALTIME_MAX_CONNECTIONS_PER_USER = 1
+    settings.REALTIME_SLOT_WAIT_SECONDS = 0
     settings.REALTIME_CONNECTION_LEASE_SECONDS = 0.5
     user = schools.a.teacher_user
     # A slot taken by a process that died: nobody renews or releases it.

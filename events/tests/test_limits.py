@@ -71,6 +71,7 @@ async def test_slots_of_a_dead_process_of_this_host_are_reclaimed_at_once(school
 
 async def test_slots_of_a_process_of_another_host_are_reclaimed_when_its_heartbeat_lapses(schools, settings):
     settings.REALTIME_MAX_CONNECTIONS_PER_USER = 1
+    settings.REALTIME_SLOT_WAIT_SECONDS = 0
     user = schools.a.teacher_user
     elsewhere = uuid.uuid4().hex
     await node_heartbeat(elsewhere, host="another-host/pid:[1]", pid=1, ttl_ms=600)
@@ -84,6 +85,7 @@ async def test_slots_of_a_process_of_another_host_are_reclaimed_when_its_heartbe
 
 async def test_slots_of_live_processes_are_kept(schools, settings):
     settings.REALTIME_MAX_CONNECTIONS_PER_USER = 2
+    settings.REALTIME_SLOT_WAIT_SECONDS = 0.3
     user = schools.a.teacher_user
     live = uuid.uuid4().hex
     await node_heartbeat(live, host=limits.HOST, pid=os.getppid())
@@ -93,6 +95,23 @@ async def test_slots_of_live_processes_are_kept(schools, settings):
     assert status == "error"
     assert len(await redis_client().zrange(key("conn", "user", str(user.pk)), 0, -1)) == 2
     await socket.close()
+
+
+async def test_a_join_waits_for_the_slot_of_a_closing_socket(schools, settings):
+    """The client reconnects before the server has ended its previous socket: the join waits for
+    that teardown instead of being refused."""
+    settings.REALTIME_MAX_CONNECTIONS_PER_USER = 1
+    user, topic = schools.a.teacher_user, socket_topic(schools.a)
+    status, previous = await join_status(user, topic)
+    assert status == "ok"
+    reconnect = Socket()
+    await reconnect.connect()
+    joining = asyncio.create_task(reconnect.join(topic, token(user)))
+    await asyncio.sleep(0.5)
+    assert not joining.done()  # waiting, not refused
+    await previous.close()
+    assert (await joining).payload["status"] == "ok"
+    await reconnect.close()
 
 
 async def test_renew_keeps_the_counts_alive_past_the_first_lease(schools, settings):
