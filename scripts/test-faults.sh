@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-faults`: the fault suite (e2e/faults.js) on loopback: the web process, two listeners,
-# a Redis of its own, the machine's PostgreSQL; about 7 minutes, bounded at 9. The suite runs in
+# a Redis of its own, the machine's PostgreSQL; 3.5 to 5 minutes when every fault recovers, bounded at 9. The suite runs in
 # a session of its own so that every process it started is killed when it ends, however it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
