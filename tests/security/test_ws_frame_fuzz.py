@@ -948,7 +948,7 @@ def generated_frame(world: World, vsn: str) -> st.SearchStrategy:
             return None, draw(st.binary(min_size=0, max_size=40))
         event_text = draw(st.sampled_from(["e", "", "update"]) | st.text(st.characters(max_codepoint=255), max_size=6))
         topic_text = topic if isinstance(topic, str) and len(topic.encode("latin-1", "replace")) < 256 else world.joined
-        body = draw(st.binary(max_size=20) | odd.map(lambda v: text(v).encode()))
+        body = draw(st.binary(max_size=20) | odd.map(lambda v: text(v).encode("utf-8", "surrogatepass")))
         meta = draw(st.sampled_from(["", "{}", '{"x":1}', "[1]", "{x", '{"event":"forged"}']))
         topic_text = topic_text.encode("latin-1", "replace").decode("latin-1")
         return None, binary(
