@@ -65,6 +65,14 @@ async def start(listener: Listener) -> tuple[asyncio.Event, asyncio.Task]:
     return stop, task
 
 
+async def wait_until(predicate, *, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 async def halt(stop: asyncio.Event, task: asyncio.Task) -> None:
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -213,14 +221,15 @@ async def test_listener_reconnects_and_resumes_after_losing_its_connection(schoo
     channel = await subscribe(attendance_topic(a))
     listener = Listener(poll_interval=30)
     stop, task = await start(listener)
-    killer = await psycopg.AsyncConnection.connect(await sync_to_async(conninfo)(), autocommit=True)
-    await killer.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'realtime_listen' AND datname = current_database() AND pid <> pg_backend_pid()"
-    )
-    await killer.close()
+    async with await psycopg.AsyncConnection.connect(await sync_to_async(conninfo)(), autocommit=True) as killer:
+        cursor = await killer.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'realtime_listen' AND datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert (await cursor.fetchone())[0] == 1
+    # The write comes after the listener noticed, so only a resumed session can deliver it.
+    await wait_until(lambda: listener.stats.reconnects >= 1, timeout=10)
     await sync_to_async(set_status)(a, "late")
     messages = await collect(channel, 2, timeout=15)
     await halt(stop, task)
-    assert listener.stats.reconnects >= 1
     assert messages[0]["payload"]["payload"]["status"] == "late"
