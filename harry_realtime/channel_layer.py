@@ -75,16 +75,18 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.receive_buffer = _Inboxes(self.receive_buffer.default_factory)
+        self._reset_hooks: list[Callable[[], Any]] = []
+        self._epoch: Any = None  # the token last read from Redis
+        self._epoch_due = 0.0
 
     def on_reset(self, hook: Callable[[], Any]) -> None:
         """Call `hook()` (on the receiving event loop) whenever Redis is found to have lost its data."""
-        hooks = self.__dict__.setdefault("_reset_hooks", [])
-        if hook not in hooks:
-            hooks.append(hook)
+        if hook not in self._reset_hooks:
+            self._reset_hooks.append(hook)
 
     async def _check_epoch(self, connection: Any) -> None:
         now = time.monotonic()
-        if now < self.__dict__.get("_epoch_due", 0.0):
+        if now < self._epoch_due:
             return
         self._epoch_due = now + EPOCH_CHECK_SECONDS
         key = f"{self.prefix}:epoch"
@@ -92,11 +94,11 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
         if epoch is None:
             await connection.set(key, uuid.uuid4().hex, nx=True)
             epoch = await connection.get(key)
-        known, self._epoch = self.__dict__.get("_epoch"), epoch
+        known, self._epoch = self._epoch, epoch
         if known is None or epoch == known:
             return
         log.warning("Redis lost the channel layer's data (a restart or failover); running the reset hooks")
-        for hook in list(self.__dict__.get("_reset_hooks", [])):
+        for hook in list(self._reset_hooks):
             try:
                 hook()
             except Exception:
