@@ -127,6 +127,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         self.apikey = ""
         self.channels_joined: dict[str, JoinedChannel] = {}
         self.slot: limits.ConnectionSlot | None = None
+        self.renewal: asyncio.Task | None = None  # the slot's lease renewal in flight
         self.rate = limits.message_rate_limiter()
         self.last_frame = time.monotonic()
         self.watchdog: asyncio.Task | None = None
@@ -135,6 +136,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         self.joining: JoinedChannel | None = None
         self.gone = False  # nothing more is sent: the peer went away or the teardown began
         self.ended = False  # the teardown ran (or runs)
+        self.teardown: asyncio.Future | None = None
         # Keeps realtime_subscriptions / realtime_presence true for this socket (debounced).
         self.mirror = PresenceMirror()
         self.open_profile({})
@@ -168,18 +170,23 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
             log.exception("realtime socket failed")
         finally:
             # Whatever ended the consumer (a failed send, a crash, a cancelled task), the socket's
-            # traces go; shielded so that a cancellation cannot cut the teardown short.
-            await asyncio.shield(self.end(CLOSE_ABNORMAL))
+            # traces go.
+            await self.end(CLOSE_ABNORMAL)
 
     async def disconnect(self, code: int) -> None:
         await self.end(code)
 
     async def end(self, code: int) -> None:
-        """The one teardown of a socket, however it ended; runs once, each step on its own so
-        that one failing (Redis or the database away) does not keep the others from running."""
-        if self.ended:
-            return
-        self.ended = self.gone = True
+        """The one teardown of a socket, however it ended; runs once, to the end: a cancelled
+        caller (the server gave up waiting, e.g. while Redis stalls) does not cut it short."""
+        if self.teardown is None:
+            self.ended = self.gone = True
+            self.teardown = asyncio.ensure_future(self._teardown_steps(code))
+        await asyncio.shield(self.teardown)
+
+    async def _teardown_steps(self, code: int) -> None:
+        """Each step on its own, so that one failing (Redis or the database away) does not keep
+        the others from running."""
         steps = [
             ("watchdog", self._stop_watchdog),
             ("revocation", self._forget_revocation),
@@ -222,6 +229,9 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
             asyncio.get_running_loop().call_later(INBOX_STRAGGLERS_SECONDS, buffers.pop, name, None)
 
     async def _release_slot(self) -> None:
+        if self.renewal is not None:
+            # A renewal landing after the release would count the closed socket again.
+            await asyncio.wait([self.renewal])
         if self.slot is not None:
             await self.slot.release()
             self.slot = None
@@ -293,10 +303,23 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
     async def handle_heartbeat(self, message: Message) -> None:
         await self._reply(message, "ok")
         lifecycle.heartbeat()
-        if self.slot is not None:
-            await self.slot.renew(lease=self.connection_lease())
+        self._renew_slot_in_background()
         await self.mirror.heartbeat()
         await self.observe_heartbeat()
+
+    def _renew_slot_in_background(self) -> None:
+        """Off the heartbeat's path: while Redis stalls (paused, failing over) the socket still
+        answers its next heartbeats, or realtime-js would drop it and reconnect, again and again.
+        One renewal at a time; a heartbeat that finds one in flight leaves it be."""
+        if self.slot is None or self.ended or (self.renewal is not None and not self.renewal.done()):
+            return
+        self.renewal = asyncio.get_running_loop().create_task(self._renew_slot(self.slot))
+
+    async def _renew_slot(self, slot: limits.ConnectionSlot) -> None:
+        try:
+            await slot.renew(lease=self.connection_lease())
+        except Exception:  # the next heartbeat tries again; the lease outlasts several misses
+            log.warning("connection slot renewal failed connection_id=%s", self.channel_name, exc_info=True)
 
     # -- join / leave -------------------------------------------------------------------------
 

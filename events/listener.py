@@ -10,7 +10,10 @@
   up on the next pass instead of being skipped.
 - At-least-once: an event is marked processed after its messages were handed to the channel
   layer; a crash in between re-sends it, and each socket drops a `meta.id` it already delivered
-  (events/dedupe.py).
+  (events/dedupe.py). Before the hand-over an event is marked fanned out (`fanout_at`): from
+  then on join-time replay and catch-up read it, since a socket joining its topic now may miss it
+  live; an event not yet marked reaches every joined socket live and is never replayed ahead of
+  the listener (which would deliver it again live to the client's next socket).
 - Faults are waited out, not fatal: any failure of PostgreSQL (a killed backend, a restart) or of
   Redis (a restart, a pause, a refused connection) ends the session; the listener drops the
   connections that may be stale (the ORM's, in the thread the ORM runs in, and the channel
@@ -42,7 +45,7 @@ from events import selectors
 from events.family import family_notices_create
 from events.messages import messages_for
 from events.prayer_hold import events_hold_for_prayer
-from events.status import events_mark_failed, events_mark_processed
+from events.status import events_mark_failed, events_mark_fanned_out, events_mark_processed
 from events.topics import group_name
 from harry_realtime import kpi
 from harry_realtime.tenancy import dangerously_platform_context
@@ -85,7 +88,8 @@ class ListenerStats:
 
 
 def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
-    """(seqs to mark processed, their messages, whether the queue had fewer than `limit` due)."""
+    """(seqs to mark processed, their messages, whether the queue had fewer than `limit` due).
+    The seqs are marked fanned out when this returns (committed): the send follows."""
     close_old_connections()
     messages: list[tuple[str, dict]] = []
     failed: list[int] = []
@@ -112,7 +116,10 @@ def _load_batch(limit: int) -> tuple[list[int], list[tuple[str, dict]], bool]:
             messages += produced
         if failed:
             events_mark_failed(failed)
-    return [e.seq for e in events if e.seq not in failed], messages, exhausted
+        seqs = [e.seq for e in events if e.seq not in failed]
+        if seqs:
+            events_mark_fanned_out(seqs)
+    return seqs, messages, exhausted
 
 
 def _family_notices(events: list) -> None:

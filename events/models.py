@@ -77,6 +77,10 @@ class RealtimeEvent(TenantModel):
     language_preference = models.TextField(choices=_choices(LANGUAGES), default="en", db_default="en")
     scheduled_for = models.DateTimeField(default=timezone.now, db_default=Now())
     expires_at = models.DateTimeField(null=True, blank=True)
+    # When the listener last handed the event to the channel layer. Replay and catch-up read only
+    # events fanned out by then: one not yet fanned out reaches a joined socket live, so a client
+    # never gets it by replay on one socket and live again on the next (events/delivery.py).
+    fanout_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     updated_by = models.ForeignKey("school.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")

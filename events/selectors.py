@@ -95,12 +95,17 @@ def poll_events(
 def replay_events(
     user: User, *, topic: str, since_ms: int | None, after_id: int | None, limit: int
 ) -> list[RealtimeEvent]:
-    """The oldest `limit` stored events of one topic since a time (ms epoch) and/or after a seq,
-    oldest first: one page of a replay, which reads the next one after the last seq.
+    """The oldest `limit` fanned-out events of one topic since a time (ms epoch) and/or after a
+    seq, oldest first: one page of a replay, which reads the next one after the last seq.
 
-    The caller has authorized the topic already; RLS still applies. Tenant context.
+    Only fanned-out events: the joining socket is in the topic's group already, so any other one
+    reaches it live (a replay ahead of the listener would be delivered again live to the
+    client's next socket). The caller has authorized the topic already; RLS still applies.
+    Tenant context.
     """
-    qs = RealtimeEvent.objects.filter(deleted_at__isnull=True, event_metadata__topics__contains=[topic])
+    qs = RealtimeEvent.objects.filter(
+        deleted_at__isnull=True, fanout_at__isnull=False, event_metadata__topics__contains=[topic]
+    )
     if since_ms is not None:
         qs = qs.filter(created_at__gte=datetime.fromtimestamp(since_ms / 1000, tz=UTC))
     if after_id is not None:
@@ -109,14 +114,14 @@ def replay_events(
 
 
 def topic_events_after(*, topic: str, after_id: int, since: datetime | None, limit: int) -> list[RealtimeEvent]:
-    """One page of a topic's due stored events after a seq (and, when given, since a time), oldest
-    first: a socket catching up after Redis lost its group memberships. Tenant context; RLS applies,
-    the socket filters per recipient."""
+    """One page of a topic's fanned-out events after a seq (and, when given, since a time), oldest
+    first: a socket catching up after Redis lost its group memberships (the rest reach it live, as
+    in `replay_events`). Tenant context; RLS applies, the socket filters per recipient."""
     qs = RealtimeEvent.objects.filter(
         deleted_at__isnull=True,
+        fanout_at__isnull=False,
         event_metadata__topics__contains=[topic],
         seq__gt=after_id,
-        scheduled_for__lte=timezone.now(),
     )
     if since is not None:
         qs = qs.filter(created_at__gte=since)

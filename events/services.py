@@ -297,6 +297,7 @@ def _broadcast_stored(
         cultural_context=cultural,
         scheduled_for=scheduled_for or now,
         expires_at=expires_at,
+        fanout_at=now if deliver_now else None,
         processed_at=now if deliver_now else None,
         delivery_status="sent" if deliver_now else "pending",
         created_by=sender,

@@ -11,6 +11,16 @@ from django.utils import timezone
 from events.models import RealtimeEvent
 
 
+def events_mark_fanned_out(seqs: list[int]) -> None:
+    """Before the listener hands these events to the channel layer: from now on replay and
+    catch-up read them (a socket joining meanwhile may miss them live). Listener's platform context."""
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_FANNED_OUT_SQL, [timezone.now(), list(seqs)])
+
+
+_MARK_FANNED_OUT_SQL = f"UPDATE {RealtimeEvent._meta.db_table} SET fanout_at = %s WHERE seq = ANY(%s)"
+
+
 def events_mark_processed(seqs: list[int]) -> None:
     """After fan-out: group-wide events count as sent; individual ones wait for their user's socket.
 

@@ -103,7 +103,8 @@ class Socket:
         return await self.comm.receive_nothing(timeout)
 
     async def close(self) -> None:
-        await self.comm.disconnect()
+        if not self.comm.future.done():  # closed already (or the application gave up)
+            await self.comm.disconnect()
 
 
 async def joined(user, topic: str, *, vsn: str = VSN_1, config: dict | None = None) -> Socket:

@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
+from events.limits import key, redis_client
 from events.listener import Listener
 from events.tests.test_pipeline_delivery import _backlog_done, set_attendance
 from harry_realtime import redis_conn
@@ -128,3 +129,37 @@ async def test_sockets_rejoin_their_groups_and_catch_up_when_redis_comes_back_em
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_heartbeats_are_answered_while_redis_is_paused_and_the_slot_goes_with_the_socket(
+    schools, own_redis, sockets
+):
+    """The slot's lease is renewed off the heartbeat's path: a paused Redis must not keep the socket
+    from answering the next heartbeats (realtime-js drops a socket whose heartbeat goes unanswered
+    until the next one, and reconnects), and the renewal in flight must not count the socket again
+    after it closed."""
+    a = schools.a
+    teacher = await sockets.joined(a.teacher_user, socket_topic(a))
+    slots = key("conn", "user", str(a.teacher_user.pk))
+    assert len(await redis_client().zrange(slots, 0, -1)) == 1
+
+    own_redis.pause()
+    try:
+        for _ in range(3):
+            ref = await teacher.push("phoenix", "heartbeat", {})
+            reply = await teacher.until("phx_reply", ref=ref, timeout=1)
+            assert reply.payload == {"status": "ok", "response": {}}
+        # Closed while Redis is paused: the communicator gives up waiting after a second and
+        # cancels the application; the teardown still runs to the end once Redis answers.
+        closing = asyncio.create_task(teacher.close())
+        await asyncio.sleep(1.5)
+    finally:
+        own_redis.resume()
+    await closing
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while await redis_client().zrange(slots, 0, -1) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    assert await redis_client().zrange(slots, 0, -1) == []
+    await asyncio.sleep(0.5)  # a renewal landing late would add the slot again
+    assert await redis_client().zrange(slots, 0, -1) == []

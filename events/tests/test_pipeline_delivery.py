@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from events import ferpa
 from events.listener import Listener
@@ -33,7 +34,9 @@ async def listener():
 
 def _backlog_done() -> None:
     with dangerously_platform_context():
-        RealtimeEvent.objects.filter(processed_at__isnull=True).update(processed_at="2000-01-01T00:00:00Z")
+        RealtimeEvent.objects.filter(processed_at__isnull=True).update(
+            fanout_at="2000-01-01T00:00:00Z", processed_at="2000-01-01T00:00:00Z"
+        )
 
 
 def as_tenant(user):
@@ -193,6 +196,7 @@ def store_notes(school, count: int) -> list[int]:
                 event_payload={"n": n},
                 event_metadata={"topics": [topic], "event": "note"},
                 broadcast_scope="group",
+                fanout_at=timezone.now(),  # fanned out while the socket was away
             )
             for n in range(count)
         )
@@ -261,8 +265,34 @@ async def test_replay_limit_of_the_client_is_never_silently_less(schools):
     await socket.close()
 
 
+async def test_a_scheduled_event_is_not_replayed_before_it_goes_out(schools):
+    a = schools.a
+    topic = attendance_topic(a)
+    [sent] = await sync_to_async(store_notes)(a, 1)
+    with_schedule = await sync_to_async(store_scheduled_note)(a)
+    socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": sent - 1})
+    assert [m.payload["meta"]["id"] for m in await replayed_notes(socket, 1)] == [sent]
+    assert with_schedule > sent and await socket.no_message(0.5)
+    await socket.close()
+
+
+def store_scheduled_note(school) -> int:
+    topic = attendance_topic(school).removeprefix("realtime:")
+    with as_tenant(school.admin_user):
+        return RealtimeEvent.objects.create(
+            organization_id=school.org.pk,
+            event_type="system_announcement",
+            event_category="system",
+            event_payload={"n": 1},
+            event_metadata={"topics": [topic], "event": "note"},
+            broadcast_scope="group",
+            scheduled_for=timezone.now() + timezone.timedelta(hours=1),
+        ).seq
+
+
 def store_unreadable(school) -> int:
-    """A stored event of the topic that cannot be turned into messages (its change lacks the table)."""
+    """A fanned-out event of the topic that cannot be turned into messages (any more: its change
+    lacks the table)."""
     topic = attendance_topic(school).removeprefix("realtime:")
     with as_tenant(school.admin_user):
         return RealtimeEvent.objects.create(
@@ -273,6 +303,7 @@ def store_unreadable(school) -> int:
             event_payload={"n": -1},
             event_metadata={"topics": [topic], "event": "note", "change": {"schema": "public"}},
             broadcast_scope="group",
+            fanout_at=timezone.now(),
         ).seq
 
 
