@@ -427,24 +427,11 @@ def latency_report(results: dict) -> bool:
 def start_web(env: dict) -> tuple[subprocess.Popen, int]:
     """uvicorn as the Procfile runs it (`--ws websockets-sansio`, permessage-deflate with a 4 KB
     window), or with BENCH_WS=websockets (a 32 KB window)."""
-    import re
-    import threading
+    from harry_realtime.testing import ServerProcess  # it imports models: after seed() set Django up
 
     args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", WS, "--lifespan", "off"]
-    proc = subprocess.Popen(
-        [sys.executable, *args, "harry_realtime.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    for line in proc.stdout:
-        match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            return proc, int(match.group(1))
-    raise RuntimeError("uvicorn did not start")
+    server = ServerProcess([*args, "harry_realtime.asgi:application"], env)
+    return server.process, server.port
 
 
 def main() -> int:

@@ -23,12 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +144,14 @@ def _wait_accepting(port: int, timeout: float = 30.0) -> None:
 
 
 def start_server(kind: str, env: dict, workers: int = 1) -> tuple[subprocess.Popen, int]:
+    # harry_realtime.testing imports models, so Django is set up first: this bench's main has
+    # not done it, the pipeline bench has (a second setup is harmless).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harry_realtime.settings")
+    import django
+
+    django.setup()
+    from harry_realtime.testing import UVICORN_READY, ServerProcess
+
     app = "bench.gateway:application"
     if kind == "uvicorn":
         port = "0"
@@ -166,23 +172,13 @@ def start_server(kind: str, env: dict, workers: int = 1) -> tuple[subprocess.Pop
             "info",
             app,
         ]
-        pattern = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+        ready = UVICORN_READY
     else:
         args = ["-m", "daphne", "-e", "tcp:port=0:interface=127.0.0.1", app]
-        pattern = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
-    proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output = []
-    for line in proc.stdout:
-        output.append(line)
-        match = pattern.search(line)
-        if match:
-            # Keep draining the pipe so the server never blocks on a full stdout.
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            _wait_accepting(int(match.group(1)))
-            return proc, int(match.group(1))
-    raise RuntimeError(f"{kind} did not start:\n{''.join(output)}")
+        ready = r"Listening on TCP address 127\.0\.0\.1:(\d+)"
+    server = ServerProcess(args, env, ready=ready)
+    _wait_accepting(server.port)
+    return server.process, server.port
 
 
 class Ramp:

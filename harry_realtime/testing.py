@@ -1,13 +1,21 @@
 """Test support shared by the suites: signed tokens, a minimal Phoenix socket over Channels'
-WebsocketCommunicator, and channel-layer subscribers. Fixtures over these (root conftest.py:
-`sockets`, `worker_connections_closed`) disconnect whatever a test opened, even when it fails.
+WebsocketCommunicator, channel-layer subscribers, and real server processes (uvicorn on a free
+port). Fixtures over these (root conftest.py: `sockets`, `worker_connections_closed`) disconnect
+whatever a test opened, even when it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -155,3 +163,84 @@ async def subscribe(*topics: str) -> str:
 async def receive(channel: str, timeout: float = 10.0) -> dict:
     async with asyncio.timeout(timeout):
         return await get_channel_layer().receive(channel)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+UVICORN_READY = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
+
+
+class ServerProcess:
+    """`python *args` in the repository root (uvicorn, daphne, a management command), returned once
+    its output matches `ready`: for uvicorn on `--port 0`, the line with the port it bound.
+
+    Its stdout and stderr go to `log`, or to an unnamed temporary file, never to a pipe: a server
+    whose output nobody reads any more would block on a full pipe. `output` is what it wrote so
+    far, and all of it once stopped. A context manager: leaving it stops the process.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        ready: str = UVICORN_READY,
+        log: Path | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.args = list(args)
+        self._out = log.open("w+b") if log is not None else tempfile.TemporaryFile()
+        self._output: str | None = None  # set when stopped
+        self.process = subprocess.Popen(
+            [sys.executable, *self.args], cwd=ROOT, env=dict(env), stdout=self._out, stderr=subprocess.STDOUT
+        )
+        try:
+            self.match = self._wait_ready(re.compile(ready), timeout)
+        except BaseException:  # a process the caller never gets must not outlive the test
+            self.stop()
+            raise
+
+    def _wait_ready(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (match := pattern.search(self.output)) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                code = self.process.returncode
+                how = f"exited with code {code}" if code is not None else f"did not start within {timeout:.0f} s"
+                raise RuntimeError(f"{' '.join(self.args)} {how}:\n{self.stop()[-3000:]}")
+            time.sleep(0.1)
+        return match
+
+    @property
+    def port(self) -> int:
+        """The port of the ready line (the first group of `ready`)."""
+        return int(self.match[1])
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr so far, interleaved as written."""
+        if self._output is not None:
+            return self._output
+        # pread: the process shares this file's offset, and a seek would move it under its writes.
+        fd = self._out.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def stop(self, grace: float = 10.0) -> str:
+        """Terminate the process, kill it if it has not exited after `grace` seconds (a no-op
+        once stopped); its whole output."""
+        if self._output is None:
+            if self.process.poll() is None:
+                self.process.terminate()
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            output = self.output
+            self._out.close()
+            self._output = output
+        return self._output
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

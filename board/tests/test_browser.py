@@ -9,10 +9,7 @@ browser is not installed and CI is not set (`make test` installs it: scripts/tes
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from django.db import connections
 from harry_realtime import kpi
 from harry_realtime.auth import issue_access_token
 from harry_realtime.tenancy import dangerously_platform_context
+from harry_realtime.testing import ServerProcess
 from school.models import Group, Student, User
 from school.services import demo_data_seed
 
@@ -40,32 +38,6 @@ def _browser_or_skip() -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-class Process:
-    """A server process of the project on the test database; stopped (and its output kept) at the end."""
-
-    def __init__(self, args: list[str], ready: str, env: dict[str, str]):
-        self.log = SCREENSHOT.parent / f"{args[-1].split(':')[0].split('.')[-1]}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.out = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=settings.BASE_DIR, env=env, stdout=self.out, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 40
-        while not (match := re.search(ready, self.log.read_text())):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{args} did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        self.match = match
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.out.close()
 
 
 def _server_env() -> dict[str, str]:
@@ -86,12 +58,17 @@ def board_server():
     client = kpi.redis_client()
     client.delete(*client.keys(kpi.redis_key("harry_delivery_latency_seconds") + "@*"), "none")
     env = _server_env()
-    listener = Process(["manage.py", "realtime_listen", "--poll-interval", "1"], "listener active", env)
+    # The servers' output stays next to the screenshot, for a failed run's artifacts.
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    listen = ["manage.py", "realtime_listen", "--poll-interval", "1"]
     args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets-sansio", "--lifespan", "off"]
-    web = Process([*args, "harry_realtime.asgi:application"], r"Uvicorn running on http://127.0.0.1:(\d+)", env)
-    yield f"http://127.0.0.1:{web.match[1]}"
-    web.stop()
-    listener.stop()
+    with (
+        ServerProcess(listen, env, ready="listener active", log=SCREENSHOT.parent / "realtime_listen.log", timeout=40),
+        ServerProcess(
+            [*args, "harry_realtime.asgi:application"], env, log=SCREENSHOT.parent / "asgi.log", timeout=40
+        ) as web,
+    ):
+        yield f"http://127.0.0.1:{web.port}"
 
 
 @pytest.fixture

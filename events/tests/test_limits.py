@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from websockets.asyncio.client import connect
 from events import limits
 from events.limits import ConnectionSlot, redis_client
 from harry_realtime.rediskeys import key
-from harry_realtime.testing import Socket, socket_topic, token
+from harry_realtime.testing import ServerProcess, Socket, socket_topic, token
 from presence import state as presence_state
 
 pytestmark = [
@@ -147,8 +146,8 @@ async def test_a_live_socket_takes_its_slot_back_after_redis_lost_it(schools):
 # -- a real web process killed and restarted ------------------------------------------------------
 
 
-def start_server(port: int = 0) -> tuple[subprocess.Popen, int]:
-    """A web process as the Procfile starts it, on `port` (0: a free one); (process, its port)."""
+def start_server(port: int = 0) -> ServerProcess:
+    """A web process as the Procfile starts it, on `port` (0: a free one)."""
     database = connections["default"].settings_dict
     owner = connections["owner"].settings_dict
     env = {
@@ -162,22 +161,7 @@ def start_server(port: int = 0) -> tuple[subprocess.Popen, int]:
         "REALTIME_MAX_CONNECTIONS_PER_USER": "1",
     }
     args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"]
-    process = subprocess.Popen(
-        [sys.executable, *args, "--lifespan", "off", "harry_realtime.asgi:application"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = ""
-    deadline = time.monotonic() + 60
-    while (running := re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", output)) is None:
-        line = process.stdout.readline()
-        assert line or process.poll() is None, output
-        output += line
-        assert time.monotonic() < deadline, output
-    return process, int(running[1])
+    return ServerProcess([*args, "--lifespan", "off", "harry_realtime.asgi:application"], env)
 
 
 async def join_raw(port: int, user, topic: str) -> tuple[dict, object]:
@@ -194,7 +178,8 @@ async def join_raw(port: int, user, topic: str) -> tuple[dict, object]:
 async def test_users_of_a_killed_web_process_are_let_back_in_at_once(schools):
     user, topic = schools.a.teacher_user, socket_topic(schools.a)
     sub_topic = topic.removeprefix("realtime:")
-    first, port = await asyncio.to_thread(start_server)
+    first = await asyncio.to_thread(start_server)
+    port = first.port
     try:
         reply, client = await join_raw(port, user, topic)
         assert reply["status"] == "ok"
@@ -205,11 +190,11 @@ async def test_users_of_a_killed_web_process_are_let_back_in_at_once(schools):
                 pass
         assert len(await presence_state.entries(sub_topic)) == 1
     finally:
-        first.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(first.wait)
+        first.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(first.stop)
     assert len(await redis_client().zrange(key("conn", "user", str(user.pk)), 0, -1)) == 1  # left behind
 
-    second, _ = await asyncio.to_thread(start_server, port)  # the replacement, at the same address
+    second = await asyncio.to_thread(start_server, port)  # the replacement, at the same address
     try:
         reply, client = await join_raw(port, user, topic)  # the first attempt, right after the restart
         assert reply["status"] == "ok", reply
@@ -221,5 +206,4 @@ async def test_users_of_a_killed_web_process_are_let_back_in_at_once(schools):
                 await asyncio.sleep(0.05)
         await client.close()
     finally:
-        second.terminate()
-        await asyncio.to_thread(second.wait)
+        await asyncio.to_thread(second.stop)

@@ -4,16 +4,16 @@ the real ASGI server (uvicorn logs WebSocket URLs with their query string)."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from websockets.sync.client import connect
+
+from harry_realtime.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG_KEY = "k" * 64
@@ -68,30 +68,17 @@ def test_redact_masks_secret_parameters_and_jwts():
 def uvicorn_server():
     """The real server the way the e2e suite and production start it (uvicorn's own log config)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HARRY_INSECURE_DEV_KEYS": "1", "LOG_LEVEL": "INFO"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets"]
-        + ["--log-level", "info", "--lifespan", "off", "harry_realtime.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = ""
-    deadline = time.monotonic() + 60
-    while (match := re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", output)) is None:
-        assert time.monotonic() < deadline and process.poll() is None, output
-        output += process.stdout.readline()
-    yield int(match[1]), process
-    if process.poll() is None:
-        process.terminate()
-    process.wait(timeout=30)
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--ws", "websockets"]
+    with ServerProcess(
+        [*args, "--log-level", "info", "--lifespan", "off", "harry_realtime.asgi:application"], env
+    ) as server:
+        yield server
 
 
 def test_tokens_never_reach_the_server_log(uvicorn_server, schools):
     from harry_realtime.auth import issue_access_token
 
-    port, process = uvicorn_server
+    port = uvicorn_server.port
     token = issue_access_token(schools.a.teacher_user)
     with connect(f"ws://127.0.0.1:{port}/realtime/v1/websocket?vsn=2.0.0&apikey={token}") as socket:
         socket.send('[null,"1","phoenix","heartbeat",{}]')
@@ -99,8 +86,7 @@ def test_tokens_never_reach_the_server_log(uvicorn_server, schools):
     # uvicorn's access log writes the full URL of HTTP requests.
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz?access_token={token}", timeout=10) as response:
         response.read()
-    process.terminate()
-    log, _ = process.communicate(timeout=30)
+    log = uvicorn_server.stop(grace=30)
 
     assert "WebSocket /realtime/v1/websocket?vsn=2.0.0&apikey=[REDACTED]" in log
     assert "/healthz?access_token=[REDACTED]" in log

@@ -11,11 +11,8 @@ import base64
 import json
 import os
 import socket as tcp
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,12 +23,11 @@ from websockets.sync.client import connect
 
 from events.topics import notifications_topic
 from harry_realtime.rediskeys import key
-from harry_realtime.testing import socket_topic, token
+from harry_realtime.testing import ServerProcess, socket_topic, token
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
 
 PORT = 18610  # this suite's port (helpers running tests side by side each have their own range)
-ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_LIMIT = 64 * 1024  # REALTIME_MAX_FRAME_BYTES of the server below
 UVICORN_LIMIT = 16 * 1024 * 1024  # uvicorn's --ws-max-size default, which the Procfile keeps
 
@@ -50,26 +46,9 @@ def server(tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "uvicorn.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(PORT), "--ws", "websockets-sansio"]
-            + ["--lifespan", "off", "harry_realtime.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while "Uvicorn running on" not in log.read_text():
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    yield process, log
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(15)
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(PORT), "--ws", "websockets-sansio"]
+    with ServerProcess([*args, "--lifespan", "off", "harry_realtime.asgi:application"], env, log=log) as server:
+        yield server.process, log
 
 
 def url(query: str) -> str:
