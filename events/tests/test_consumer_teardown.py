@@ -24,6 +24,7 @@ import uvicorn
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils import timezone
 from websockets.asyncio.client import connect
 
 from events.consumers import INBOX_STRAGGLERS_SECONDS
@@ -178,6 +179,7 @@ def store_events(school, sub_topic: str, count: int) -> None:
                 event_payload={"n": n, "x": LARGE},
                 event_metadata={"topics": [sub_topic], "event": "note"},
                 broadcast_scope="group",
+                fanout_at=timezone.now(),  # fanned out before the socket joined: replayed
             )
             for n in range(count)
         )
@@ -254,9 +256,9 @@ async def test_join_reply_follows_group_presence_and_replay(schools):
     assert reply.payload["status"] == "ok"
     assert len(await redis_client().zrange(get_channel_layer()._group_key(group_name(sub_topic)), 0, -1)) == 1
     assert (await socket.recv()).event == "presence_state"
-    replayed = [await socket.recv() for _ in range(4)]  # the school fixture's attendance row, then ours
-    assert [m.event for m in replayed] == ["broadcast"] * 4
-    assert [m.payload["payload"].get("n") for m in replayed[1:]] == [0, 1, 2]
+    replayed = [await socket.recv() for _ in range(3)]  # ours (the fixture's rows were never fanned out)
+    assert [m.event for m in replayed] == ["broadcast"] * 3
+    assert [m.payload["payload"].get("n") for m in replayed] == [0, 1, 2]
     assert all(m.payload["meta"]["replayed"] for m in replayed)
     assert await socket.no_message()
     await socket.close()
