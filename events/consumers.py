@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         self.channels_joined: dict[str, JoinedChannel] = {}
         self.slot: limits.ConnectionSlot | None = None
         self.renewal: asyncio.Task | None = None  # the slot's lease renewal in flight
+        self.renewed_at = -math.inf  # when a heartbeat last renewed it (monotonic)
         self.rate = limits.message_rate_limiter()
         self.last_frame = time.monotonic()
         self.watchdog: asyncio.Task | None = None
@@ -310,9 +312,12 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
     def _renew_slot_in_background(self) -> None:
         """Off the heartbeat's path: while Redis stalls (paused, failing over) the socket still
         answers its next heartbeats, or realtime-js would drop it and reconnect, again and again.
-        One renewal at a time; a heartbeat that finds one in flight leaves it be."""
+        One renewal at a time, at most one per SLOT_RENEW_MIN_SECONDS."""
         if self.slot is None or self.ended or (self.renewal is not None and not self.renewal.done()):
             return
+        if time.monotonic() - self.renewed_at < limits.SLOT_RENEW_MIN_SECONDS:
+            return
+        self.renewed_at = time.monotonic()
         self.renewal = asyncio.get_running_loop().create_task(self._renew_slot(self.slot))
 
     async def _renew_slot(self, slot: limits.ConnectionSlot) -> None:

@@ -30,9 +30,9 @@ Mixed into `RealtimeSocket` (events/consumers.py):
 - `realtime_regroup`: Redis lost its data (harry_realtime/channel_layer.py, `on_reset`), so the
   groups no longer list this socket. It joins every topic's group again, stores its tracked
   presences again (announced as joins), then sends what it missed
-  from the outbox: the topic's due events after the highest seq it delivered (or since the join),
-  in pages, oldest first, with `meta.replayed: true`; the delivered marks drop whatever also
-  arrives live. Sockets register at connect (`watch_layer_resets`).
+  from the outbox: the topic's fanned-out events after the highest seq it delivered (or since
+  the join), in pages up to the first short one, oldest first, with `meta.replayed: true`; the
+  delivered marks drop whatever also arrives live. Sockets register at connect (`watch_layer_resets`).
 - `dispatch`: the fan-out messages (`realtime.postgres_change`, `realtime.broadcast`) skip
   Channels' per-message `aclose_old_connections()`, a thread-pool round trip for every message
   to every socket; their handlers touch no database connection (the `sent` marking goes
@@ -172,10 +172,13 @@ class Replay:
 
 
 @database_sync_to_async
-def _missed_messages(claims: Any, topic: str, after_id: int, since: datetime | None) -> list[dict]:
+def _missed_messages(claims: Any, topic: str, after_id: int, since: datetime | None) -> tuple[list[dict], int | None]:
+    """One page of a catch-up: its messages, and the last seq read when the page was full (None:
+    everything fanned out by now was read)."""
     with tenant_context(claims.tenant):
         events = selectors.topic_events_after(topic=topic, after_id=after_id, since=since, limit=CATCH_UP_PAGE)
-        return [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
+        messages = [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
+        return messages, events[-1].seq if len(events) == CATCH_UP_PAGE else None
 
 
 def _regroup_open_sockets() -> None:
@@ -402,12 +405,12 @@ class PipelineDeliveryMixin:
         for channel in channels:
             after = max(self._delivered_seqs(channel, kind).high for kind in (BROADCAST, CHANGE))
             since = None if after else datetime.fromtimestamp(channel.joined_at, tz=UTC)
-            while self.channels_joined.get(channel.topic) is channel:
-                messages = await _missed_messages(channel.claims, channel.sub_topic, after, since)
-                if not messages:
-                    break
+            # Up to a short page: whatever is fanned out after that read reaches the socket live
+            # (it joined the group first). Reading on until a read finds nothing chased the
+            # stream for seconds, with every socket of the process queued on the database thread.
+            while after is not None and self.channels_joined.get(channel.topic) is channel:
+                messages, after = await _missed_messages(channel.claims, channel.sub_topic, after, since)
                 await self.send_stored(channel, messages)
-                after = max(m["meta"]["id"] for m in messages)
         log.info("socket re-joined %d groups after Redis lost its data", len(channels))
 
     def forget_replay(self, channel: Any) -> None:

@@ -175,6 +175,9 @@ def member_node(member: str) -> str:
 
 # How often a join that found a count full tries again while it waits (REALTIME_SLOT_WAIT_SECONDS).
 SLOT_RETRY_SECONDS = 0.1
+# Heartbeats are exempt from the message rate limit; a client sending them back to back renews
+# its slot (a Redis round trip) at most this often. Leases last 90 s and more.
+SLOT_RENEW_MIN_SECONDS = 5.0
 
 # Drop lapsed leases, then add this connection to both sets only if both have room.
 _ACQUIRE = """

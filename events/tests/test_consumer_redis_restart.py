@@ -6,15 +6,18 @@ outbox (events/delivery.py, realtime_regroup)."""
 
 import asyncio
 import secrets
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
+from events.delivery import CATCH_UP_PAGE, _missed_messages
 from events.limits import key, redis_client
 from events.listener import Listener
-from events.tests.test_pipeline_delivery import _backlog_done, set_attendance
+from events.tests.test_pipeline_delivery import _backlog_done, attendance_topic, set_attendance, store_notes
 from harry_realtime import redis_conn
+from harry_realtime.tenancy import Tenant
 from harry_realtime.testing import socket_topic, token
 from harry_realtime.tests.test_redis_conn import OwnRedis
 
@@ -163,3 +166,18 @@ async def test_heartbeats_are_answered_while_redis_is_paused_and_the_slot_goes_w
     assert await redis_client().zrange(slots, 0, -1) == []
     await asyncio.sleep(0.5)  # a renewal landing late would add the slot again
     assert await redis_client().zrange(slots, 0, -1) == []
+
+
+async def test_a_catch_up_reads_up_to_its_first_short_page(schools):
+    """What is fanned out after a short page reaches the regrouped socket live: the catch-up stops
+    there instead of chasing the stream (every socket of a process waits on one database thread)."""
+    a = schools.a
+    topic = attendance_topic(a)
+    seqs = await sync_to_async(store_notes)(a, CATCH_UP_PAGE + 3)
+    claims = SimpleNamespace(tenant=Tenant(a.admin_user.organization_id, a.admin_user.pk, a.admin_user.role))
+    sub_topic = topic.removeprefix("realtime:")
+
+    full, after = await _missed_messages(claims, sub_topic, seqs[0] - 1, None)
+    assert after == seqs[CATCH_UP_PAGE - 1] and [m["meta"]["id"] for m in full] == seqs[:CATCH_UP_PAGE]
+    short, after = await _missed_messages(claims, sub_topic, after, None)
+    assert after is None and [m["meta"]["id"] for m in short] == seqs[CATCH_UP_PAGE:]

@@ -147,6 +147,31 @@ async def test_a_live_socket_takes_its_slot_back_after_redis_lost_it(schools):
     assert await client.zrange(user_key, 0, -1) == []
 
 
+async def test_heartbeats_back_to_back_renew_the_slot_once_per_interval(schools, monkeypatch):
+    """Heartbeats pass the message rate limit; their slot renewals (Redis round trips) do not."""
+    monkeypatch.setattr(limits, "SLOT_RENEW_MIN_SECONDS", 1.0)
+    user, topic = schools.a.teacher_user, socket_topic(schools.a)
+    status, socket = await join_status(user, topic)
+    assert status == "ok"
+    client, user_key = redis_client(), key("conn", "user", str(user.pk))
+
+    async def lease_end_after_heartbeats(count: int) -> float:
+        for _ in range(count):
+            ref = await socket.push("phoenix", "heartbeat", {})
+            await socket.until("phx_reply", ref=ref)
+        await asyncio.sleep(0.3)  # a renewal runs beside the replies
+        [(_, score)] = await client.zrange(user_key, 0, -1, withscores=True)
+        return score
+
+    joined = (await client.zrange(user_key, 0, -1, withscores=True))[0][1]
+    renewed = await lease_end_after_heartbeats(1)
+    assert renewed > joined
+    assert await lease_end_after_heartbeats(20) == renewed
+    await asyncio.sleep(1.0)
+    assert await lease_end_after_heartbeats(1) > renewed
+    await socket.close()
+
+
 # -- a real web process killed and restarted ------------------------------------------------------
 
 
