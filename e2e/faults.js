@@ -190,7 +190,7 @@ function makeClient(endpoint, user, label, topic) {
   const token = h.token(user)
   const state = {
     label, topic, frames: [], seen: new Map(), maxSeq: 0, joins: 0, refused: [], systems: [],
-    reconnectDelay: 100, cutAfterJoin: false, conn: null,
+    reconnectDelay: 100, cutAfterJoin: false, conn: null, joinLog: [],
   }
   class Transport extends WebSocket {
     constructor(...args) {
@@ -200,6 +200,7 @@ function makeClient(endpoint, user, label, topic) {
 
     send(data, ...rest) {
       super.send(data, ...rest)
+      if (typeof data === 'string' && data.includes('"phx_join"')) state.joinLog.push({ at: Date.now(), afterId: replay.after_id })
       if (state.cutAfterJoin && typeof data === 'string' && data.includes('"phx_join"')) {
         state.cutAfterJoin = false
         setTimeout(() => this.terminate(), Math.floor(Math.random() * 20))
@@ -269,7 +270,7 @@ async function account(from, to) {
   const complete = () => clients.every((c) => truth[c.topic].every((seq) => c.seen.has(seq)))
   await waitFor(complete, { timeout: 10000, interval: 50, what: 'every event at every socket' }).catch(() => {})
   await sleep(300) // a late duplicate shows up here
-  const result = { written: Object.values(truth).reduce((n, seqs) => n + seqs.length, 0), expected: 0, received: 0, lost: 0, duplicated: 0, outOfOrder: 0, socketsHit: 0 }
+  const result = { written: Object.values(truth).reduce((n, seqs) => n + seqs.length, 0), expected: 0, received: 0, lost: 0, duplicated: 0, outOfOrder: 0, socketsHit: 0, losses: [] }
   for (const c of clients) {
     const seqs = truth[c.topic]
     result.expected += seqs.length
@@ -290,11 +291,12 @@ async function account(from, to) {
       }
       if (seq > top) top = seq
     }
-    for (const seq of seqs) {
-      if (!counted.has(seq)) {
-        result.lost += 1
-        hit = true
-      }
+    const lost = seqs.filter((seq) => !counted.has(seq))
+    if (lost.length) {
+      result.lost += lost.length
+      hit = true
+      const joins = c.joinLog.filter((j) => j.afterId >= from).map((j) => `${j.afterId}@${new Date(j.at).toISOString().slice(11, 23)}`)
+      result.losses.push(`${c.label}: lost ${lost.slice(0, 8).join(',')}${lost.length > 8 ? ` (+${lost.length - 8})` : ''}; joins after_id@time ${joins.join(' ') || '-'}`)
     }
     if (hit) result.socketsHit += 1
   }
@@ -317,6 +319,7 @@ async function fault(name, run) {
   const systemMessages = clients.flatMap((c) => c.systems.filter((s) => s && s.status !== 'ok'))
   const systems = systemMessages.length
   if (result.lost) ctx.misses.push('lost')
+  for (const line of result.losses) step(`  ${line}`) // which frames, and the rejoins that missed them
   if (result.duplicated) ctx.misses.push('duplicated')
   if (result.outOfOrder) ctx.misses.push('out of order')
   if (exits) ctx.misses.push(`${exits} process exit(s) by themselves`)

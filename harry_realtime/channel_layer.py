@@ -78,6 +78,7 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
         self._reset_hooks: list[Callable[[], Any]] = []
         self._epoch: Any = None  # the token last read from Redis
         self._epoch_due = 0.0
+        self._requeues: set[asyncio.Future] = set()  # puts-back in flight, kept from the collector
 
     def on_reset(self, hook: Callable[[], Any]) -> None:
         """Call `hook()` (on the receiving event loop) whenever Redis is found to have lost its data."""
@@ -148,10 +149,14 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
                 if popped:
                     return popped[0::2]
                 await self._check_epoch(connection)
-                result = await connection.bzpopmin(channel_key, timeout=self.brpop_timeout)
+                result = await self._pop(connection, channel_key)
                 if result is not None:
                     _, member, score = result
-                    await connection.zadd(backup, {member: float(score)})
+                    try:
+                        await connection.zadd(backup, {member: float(score)})
+                    except asyncio.CancelledError:
+                        self._requeue(connection, channel_key, member, score)
+                        raise
                     return [member]
             except _LOST as error:
                 log.warning("channel layer lost Redis (%s); retrying in %.1fs", error, delay)
@@ -159,6 +164,37 @@ class BulkReceiveRedisChannelLayer(RedisChannelLayer):
                 delay = min(delay * 2, longest)
                 continue
             delay = RECONNECT_DELAY_SECONDS[0]
+
+    async def _pop(self, connection: Any, channel_key: str) -> Any:
+        """BZPOPMIN, safe against the caller's cancellation. The receive is cancelled whenever the
+        socket whose task holds the process's receive lock ends; Redis may have popped a message
+        (for any socket of the process) whose reply was not read yet, and it would be gone. The
+        pop runs on, shielded, and what it took goes back into the channel for the next receive
+        (`make test-faults`: a few frames lost on several sockets when many closed at once)."""
+        pop = asyncio.ensure_future(connection.bzpopmin(channel_key, timeout=self.brpop_timeout))
+        try:
+            return await asyncio.shield(pop)
+        except asyncio.CancelledError:
+            pop.add_done_callback(lambda done: self._requeue_popped(connection, channel_key, done))
+            raise
+
+    def _requeue_popped(self, connection: Any, channel_key: str, pop: asyncio.Future) -> None:
+        if pop.cancelled() or pop.exception() is not None or pop.result() is None:
+            return
+        _, member, score = pop.result()
+        self._requeue(connection, channel_key, member, score)
+
+    def _requeue(self, connection: Any, channel_key: str, member: bytes, score: float) -> None:
+        """Put a taken message back at its place (its score is its send time); a duplicate, should
+        it have reached the backup too, is dropped by the socket (events/dedupe.py)."""
+        task = asyncio.ensure_future(connection.zadd(channel_key, {member: float(score)}))
+        self._requeues.add(task)
+        task.add_done_callback(self._requeued)
+
+    def _requeued(self, task: asyncio.Future) -> None:
+        self._requeues.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("channel layer could not put back a message it took: %s", task.exception())
 
     def _unpack(self, member: bytes, channel: str) -> tuple[Any, dict]:
         message = self.deserialize(member)

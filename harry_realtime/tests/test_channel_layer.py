@@ -1,10 +1,12 @@
 """The channel layer's bulk intake: order per channel, nothing lost to cancellation or a crash."""
 
 import asyncio
+import time
 
 import pytest
 from channels.layers import get_channel_layer
 
+from harry_realtime import redis_conn
 from harry_realtime.channel_layer import RECEIVE_BATCH, BulkReceiveRedisChannelLayer
 
 
@@ -74,3 +76,22 @@ async def test_a_receive_cancelled_after_its_inbox_was_dropped_leaves_the_other_
         await layer.send(first, {"type": "test.message", "n": n})
     assert (await asyncio.wait_for(reading, 5))["n"] == 0
     assert [(await asyncio.wait_for(layer.receive(first), 5))["n"] for _ in range(2)] == [1, 2]
+
+
+async def test_a_receive_cancelled_just_after_redis_popped_a_message_for_another_socket_loses_nothing():
+    """The socket holding the process's receive lock ends (its receive is cancelled) just as Redis
+    pops a message for another socket of the process: the reply is not read yet when the cancel
+    lands, and the message must still reach the other socket."""
+    layer = get_channel_layer()
+    ending, other = await layer.new_channel(), await layer.new_channel()
+    holding = asyncio.ensure_future(layer.receive(ending))  # takes the lock, blocks in BZPOPMIN
+    await asyncio.sleep(0.2)
+    key = layer.prefix + layer.non_local_name(other)
+    message = layer.serialize({"type": "test.message", "n": 1, "__asgi_channel__": other})
+    # Sent from a blocking client, so the event loop cannot run the receive in between: Redis has
+    # handed the message to the blocked pop before it answers this ZADD.
+    redis_conn.sync_client().zadd(key, {message: time.time()})
+    holding.cancel()  # before the receive read the pop's reply
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    assert (await asyncio.wait_for(layer.receive(other), 10))["n"] == 1
