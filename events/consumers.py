@@ -137,8 +137,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         # The join being completed: its group is joined before the channel is registered.
         self.joining: JoinedChannel | None = None
         self.gone = False  # nothing more is sent: the peer went away or the teardown began
-        self.ended = False  # the teardown ran (or runs)
-        self.teardown: asyncio.Future | None = None
+        self.teardown: asyncio.Future | None = None  # the one teardown, once begun
         # Keeps realtime_subscriptions / realtime_presence true for this socket (debounced).
         self.mirror = PresenceMirror()
         self.open_profile({})
@@ -182,7 +181,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         """The one teardown of a socket, however it ended; runs once, to the end: a cancelled
         caller (the server gave up waiting, e.g. while Redis stalls) does not cut it short."""
         if self.teardown is None:
-            self.ended = self.gone = True
+            self.gone = True
             self.teardown = asyncio.ensure_future(self._teardown_steps(code))
         await asyncio.shield(self.teardown)
 
@@ -313,7 +312,7 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
         """Off the heartbeat's path: while Redis stalls (paused, failing over) the socket still
         answers its next heartbeats, or realtime-js would drop it and reconnect, again and again.
         One renewal at a time, at most one per SLOT_RENEW_MIN_SECONDS."""
-        if self.slot is None or self.ended or (self.renewal is not None and not self.renewal.done()):
+        if self.slot is None or self.teardown is not None or (self.renewal is not None and not self.renewal.done()):
             return
         if time.monotonic() - self.renewed_at < limits.SLOT_RENEW_MIN_SECONDS:
             return

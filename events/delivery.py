@@ -150,11 +150,10 @@ class ReplayPage:
 
 
 @database_sync_to_async
-def _replay_page(claims: Any, user: Any, topic: str, replay: Replay, size: int) -> ReplayPage:
+def _stored_page(claims: Any, topic: str, *, after_id: int | None, since: datetime | None, size: int) -> ReplayPage:
+    """One page of a topic's fanned-out events as replayed messages (a join's replay, a catch-up)."""
     with tenant_context(claims.tenant):
-        events = selectors.replay_events(
-            user, topic=topic, since_ms=replay.since_ms, after_id=replay.after_id, limit=size
-        )
+        events = selectors.topic_events(topic=topic, after_id=after_id, since=since, limit=size)
         messages = [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
         return ReplayPage(messages, len(events), size, events[-1].seq if events else None)
 
@@ -164,21 +163,11 @@ class Replay:
     """A join's replay in progress: the first page is read before the join is answered, the rest
     after it, page by page, until nothing is left or `limit` events were sent."""
 
-    since_ms: int | None
+    since: datetime | None
     after_id: int | None  # the last seq read so far (the next page starts after it)
     limit: int
     sent: int = 0
     page: ReplayPage | None = None
-
-
-@database_sync_to_async
-def _missed_messages(claims: Any, topic: str, after_id: int, since: datetime | None) -> tuple[list[dict], int | None]:
-    """One page of a catch-up: its messages, and the last seq read when the page was full (None:
-    everything fanned out by now was read)."""
-    with tenant_context(claims.tenant):
-        events = selectors.topic_events_after(topic=topic, after_id=after_id, since=since, limit=CATCH_UP_PAGE)
-        messages = [m for event in events for _, m in messages_for(event, topic=topic, replayed=True)]
-        return messages, events[-1].seq if len(events) == CATCH_UP_PAGE else None
 
 
 def _regroup_open_sockets() -> None:
@@ -311,13 +300,17 @@ class PipelineDeliveryMixin:
         config = _replay_config(channel.config)
         if config is None:
             return None
-        replay = Replay(config.get("since"), config.get("after_id"), config.get("limit", replay_max()))
+        since_ms = config.get("since")
+        since = None if since_ms is None else datetime.fromtimestamp(since_ms / 1000, tz=UTC)
+        replay = Replay(since, config.get("after_id"), config.get("limit", replay_max()))
         replay.page = await self._read_page(channel, replay, min(selectors.REPLAY_PAGE, replay.limit))
         return replay
 
     async def _read_page(self, channel: Any, replay: Replay, size: int) -> ReplayPage:
         # A live event that was in the replay is dropped when it arrives: delivered already.
-        return await _replay_page(channel.claims, channel.user, channel.sub_topic, replay, size)
+        return await _stored_page(
+            channel.claims, channel.sub_topic, after_id=replay.after_id, since=replay.since, size=size
+        )
 
     async def send_replay(self, channel: Any, replay: Replay | None) -> None:
         """Send the stored events the join missed, oldest first, page after page. When `limit`
@@ -332,7 +325,7 @@ class PipelineDeliveryMixin:
                 return  # nothing more is stored
             try:
                 if replay.sent >= replay.limit:
-                    more = await _replay_page(channel.claims, channel.user, channel.sub_topic, replay, 1)
+                    more = await self._read_page(channel, replay, 1)
                     if more.events:
                         await self._resync_required(channel, replay, first_missing_id=more.last_seq)
                     return
@@ -409,8 +402,11 @@ class PipelineDeliveryMixin:
             # (it joined the group first). Reading on until a read finds nothing chased the
             # stream for seconds, with every socket of the process queued on the database thread.
             while after is not None and self.channels_joined.get(channel.topic) is channel:
-                messages, after = await _missed_messages(channel.claims, channel.sub_topic, after, since)
-                await self.send_stored(channel, messages)
+                page = await _stored_page(
+                    channel.claims, channel.sub_topic, after_id=after, since=since, size=CATCH_UP_PAGE
+                )
+                await self.send_stored(channel, page.messages)
+                after = page.last_seq if page.events == page.asked else None
         log.info("socket re-joined %d groups after Redis lost its data", len(channels))
 
     def forget_replay(self, channel: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -92,39 +92,22 @@ def poll_events(
     return rows, max(since, horizon)
 
 
-def replay_events(
-    user: User, *, topic: str, since_ms: int | None, after_id: int | None, limit: int
-) -> list[RealtimeEvent]:
-    """The oldest `limit` fanned-out events of one topic since a time (ms epoch) and/or after a
-    seq, oldest first: one page of a replay, which reads the next one after the last seq.
+def topic_events(*, topic: str, after_id: int | None, since: datetime | None, limit: int) -> list[RealtimeEvent]:
+    """The oldest `limit` fanned-out events of one topic after a seq and/or since a time, oldest
+    first: one page of a join's replay, or of a socket catching up after Redis lost its groups.
 
-    Only fanned-out events: the joining socket is in the topic's group already, so any other one
-    reaches it live (a replay ahead of the listener would be delivered again live to the
-    client's next socket). The caller has authorized the topic already; RLS still applies.
-    Tenant context.
+    Only fanned-out events: the reading socket is in the topic's group already, so any other one
+    reaches it live (a read ahead of the listener would be delivered again live to the client's
+    next socket). The caller has authorized the topic already; RLS applies, the socket filters per
+    recipient. Tenant context.
     """
     qs = RealtimeEvent.objects.filter(
         deleted_at__isnull=True, fanout_at__isnull=False, event_metadata__topics__contains=[topic]
     )
-    if since_ms is not None:
-        qs = qs.filter(created_at__gte=datetime.fromtimestamp(since_ms / 1000, tz=UTC))
-    if after_id is not None:
-        qs = qs.filter(seq__gt=after_id)
-    return list(qs.order_by("seq")[:limit])
-
-
-def topic_events_after(*, topic: str, after_id: int, since: datetime | None, limit: int) -> list[RealtimeEvent]:
-    """One page of a topic's fanned-out events after a seq (and, when given, since a time), oldest
-    first: a socket catching up after Redis lost its group memberships (the rest reach it live, as
-    in `replay_events`). Tenant context; RLS applies, the socket filters per recipient."""
-    qs = RealtimeEvent.objects.filter(
-        deleted_at__isnull=True,
-        fanout_at__isnull=False,
-        event_metadata__topics__contains=[topic],
-        seq__gt=after_id,
-    )
     if since is not None:
         qs = qs.filter(created_at__gte=since)
+    if after_id is not None:
+        qs = qs.filter(seq__gt=after_id)
     return list(qs.order_by("seq")[:limit])
 
 

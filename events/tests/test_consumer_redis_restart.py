@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
-from events.delivery import CATCH_UP_PAGE, _missed_messages
+from events.delivery import CATCH_UP_PAGE, _stored_page
 from events.limits import key, redis_client
 from events.listener import Listener
 from events.tests.test_pipeline_delivery import _backlog_done, attendance_topic, set_attendance, store_notes
@@ -177,7 +177,8 @@ async def test_a_catch_up_reads_up_to_its_first_short_page(schools):
     claims = SimpleNamespace(tenant=Tenant(a.admin_user.organization_id, a.admin_user.pk, a.admin_user.role))
     sub_topic = topic.removeprefix("realtime:")
 
-    full, after = await _missed_messages(claims, sub_topic, seqs[0] - 1, None)
-    assert after == seqs[CATCH_UP_PAGE - 1] and [m["meta"]["id"] for m in full] == seqs[:CATCH_UP_PAGE]
-    short, after = await _missed_messages(claims, sub_topic, after, None)
-    assert after is None and [m["meta"]["id"] for m in short] == seqs[CATCH_UP_PAGE:]
+    full = await _stored_page(claims, sub_topic, after_id=seqs[0] - 1, since=None, size=CATCH_UP_PAGE)
+    assert (full.events, full.last_seq) == (CATCH_UP_PAGE, seqs[CATCH_UP_PAGE - 1])
+    assert [m["meta"]["id"] for m in full.messages] == seqs[:CATCH_UP_PAGE]
+    short = await _stored_page(claims, sub_topic, after_id=full.last_seq, since=None, size=CATCH_UP_PAGE)
+    assert short.events < short.asked and [m["meta"]["id"] for m in short.messages] == seqs[CATCH_UP_PAGE:]
