@@ -27,13 +27,14 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from harry_realtime.auth import TokenError, verify_token
+from harry_realtime.socket_db import socket_db
 from harry_realtime.tenancy import tenant_context
 
 from . import batching, lifecycle, profiles, selectors
+from .delivery import in_turns
 from .messages import messages_for
 from .protocol import Message, push
 
@@ -44,7 +45,7 @@ PROFILE_SUB_TOPIC = profiles.PROFILE_TOPIC.partition(":")[2]
 CATCH_UP_CHUNK = 500
 
 
-@database_sync_to_async
+@socket_db
 def _stored_messages(claims: Any, topic: str, seqs: list[int]) -> list[dict]:
     with tenant_context(claims.tenant):
         events = selectors.events_by_seq(seqs)
@@ -305,7 +306,7 @@ class AdaptiveDeliveryMixin:
 
     async def send_stored(self, channel: Any, messages: list[dict]) -> None:
         batcher = self.batchers.get(channel.topic)
-        for message in messages:
+        async for message in in_turns(messages):
             if message["type"] == "realtime.postgres_change":
                 if channel.bindings:
                     await self._send_change(channel, message)

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from harry_realtime.auth import TokenClaims, TokenError, load_user, verify_token
+from harry_realtime.socket_db import socket_db
 from harry_realtime.tenancy import tenant_context
 from presence import state as presence_state
 from presence.mirror import PresenceMirror
@@ -114,7 +114,7 @@ class SocketGone(StopConsumer):
 JOIN_FAILED = "JoinFailed: the server could not complete the join; retry"
 
 
-@database_sync_to_async
+@socket_db
 def _authorize(claims: TokenClaims, sub_topic: str):
     user = load_user(claims)
     with tenant_context(claims.tenant):

@@ -36,7 +36,7 @@ Mixed into `RealtimeSocket` (events/consumers.py):
 - `dispatch`: the fan-out messages (`realtime.postgres_change`, `realtime.broadcast`) skip
   Channels' per-message `aclose_old_connections()`, a thread-pool round trip for every message
   to every socket; their handlers touch no database connection (the `sent` marking goes
-  through `database_sync_to_async`, which closes old connections itself).
+  through `socket_db`, which closes old connections itself).
 """
 
 from __future__ import annotations
@@ -44,15 +44,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from django.conf import settings
 
+from harry_realtime.socket_db import socket_db
 from harry_realtime.tenancy import tenant_context
 from presence import state as presence_state
 
@@ -86,6 +86,10 @@ CHANGE = "postgres_changes"
 CATCH_UP_PAGE = 500
 # Open sockets of this process, told to re-join their groups when Redis lost its data.
 _open_sockets: weakref.WeakSet = weakref.WeakSet()
+# Stored events a socket sends in a row before it lets the process's other sockets run. Sending to
+# a writable socket never yields, so a replay or catch-up of hundreds of events held the event
+# loop, and the joins of other sockets (rejoining after a web restart) waited behind it.
+STORED_FRAMES_PER_TURN = 16
 # Topics whose delivered marks a socket keeps after leaving them (a re-join on the same socket
 # still gets nothing twice); beyond this, the marks of topics no longer joined are let go.
 REMEMBERED_TOPICS = 32
@@ -138,6 +142,14 @@ def validate_replay(config: dict) -> str | None:
     return None
 
 
+async def in_turns(messages: list[dict]) -> AsyncIterator[dict]:
+    """The messages, with a turn for the other tasks after every STORED_FRAMES_PER_TURN."""
+    for count, message in enumerate(messages, 1):
+        yield message
+        if count % STORED_FRAMES_PER_TURN == 0:
+            await asyncio.sleep(0)
+
+
 @dataclass
 class ReplayPage:
     """One page of a join's replay: the messages of `events` stored events (of `asked`), the last
@@ -149,7 +161,7 @@ class ReplayPage:
     last_seq: int | None
 
 
-@database_sync_to_async
+@socket_db
 def _stored_page(claims: Any, topic: str, *, after_id: int | None, since: datetime | None, size: int) -> ReplayPage:
     """One page of a topic's fanned-out events as replayed messages (a join's replay, a catch-up)."""
     with tenant_context(claims.tenant):
@@ -179,7 +191,7 @@ def _regroup_open_sockets() -> None:
         )
 
 
-@database_sync_to_async
+@socket_db
 def _mark(claims: Any, seqs: list[int], *, delivered: bool, user_id: Any = None) -> int:
     with tenant_context(claims.tenant):
         if delivered:
@@ -339,7 +351,7 @@ class PipelineDeliveryMixin:
                 return
 
     async def _send_replayed(self, channel: Any, messages: list[dict]) -> None:
-        for message in messages:
+        async for message in in_turns(messages):
             if message["type"] == "realtime.postgres_change":
                 if channel.bindings:
                     await self._send_change(channel, message)

@@ -16,10 +16,10 @@ import asyncio
 import logging
 import weakref
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from harry_realtime.socket_db import socket_db
 from school.selectors import dangerously_users_still_signed_in
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ async def check_now(registry: _Registry) -> int:
     watched = dict(registry.sockets)
     if not watched:
         return 0
-    allowed = await database_sync_to_async(dangerously_users_still_signed_in)(set(watched.values()))
+    allowed = await socket_db(dangerously_users_still_signed_in)(set(watched.values()))
     revoked = [name for name, identity in watched.items() if identity not in allowed]
     layer = get_channel_layer()
     for name in revoked:

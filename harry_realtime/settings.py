@@ -347,6 +347,10 @@ REALTIME_NODE_TTL_SECONDS = float(env("REALTIME_NODE_TTL_SECONDS", "10"))
 # before it is refused: a client reconnecting at once races the teardown of its previous sockets,
 # which the server notices only at their next send (events/limits.py).
 REALTIME_SLOT_WAIT_SECONDS = float(env("REALTIME_SLOT_WAIT_SECONDS", "2"))
+# Database threads of a web process for its sockets' work (joins, replays, presence writes;
+# harry_realtime/socket_db.py). Each holds one pooled connection while it runs a call: keep it
+# below DB_POOL_MAX_SIZE, which the process's HTTP requests and other work share.
+REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4)
 # The most stored events one join replays (in pages of events.selectors.REPLAY_PAGE); a client
 # that missed more is told `resync_required` (docs/protocol.md#replay) instead.
 REALTIME_REPLAY_MAX_EVENTS = env_int("REALTIME_REPLAY_MAX_EVENTS", 10000)

@@ -59,14 +59,19 @@ def tenant_context(tenant: Tenant, *, using: str = "default") -> Iterator[None]:
     """
     if not tenant.organization_id:
         raise ValueError("tenant_context needs an organization")
+    connection = connections[using]
+    # When this block owns the transaction, its end reverts the transaction-local settings: reading
+    # and restoring them would be two round trips more for every socket call and request.
+    nested = connection.in_atomic_block
     with transaction.atomic(using=using):
-        with connections[using].cursor() as cursor:
-            previous = _read(cursor)
+        with connection.cursor() as cursor:
+            previous = _read(cursor) if nested else None
             _write(cursor, tenant.as_settings())
         # On an exception the atomic block rolls back, which also reverts the settings.
         yield
-        with connections[using].cursor() as cursor:
-            _write(cursor, previous)
+        if previous is not None:
+            with connection.cursor() as cursor:
+                _write(cursor, previous)
 
 
 @contextmanager

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from events import profiles
+from harry_realtime.socket_db import socket_db
 from harry_realtime.tenancy import Tenant, tenant_context
 
 from . import sockets
@@ -66,7 +66,7 @@ class PresenceMirror:
                 return service(user=user, **kwargs)
 
         try:
-            return await database_sync_to_async(call)()
+            return await socket_db(call)()
         except Exception:  # the mirror must never take the socket down
             log.exception("presence mirror write failed: %s", service.__name__)
             return None

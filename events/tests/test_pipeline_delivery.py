@@ -416,3 +416,27 @@ async def test_a_batch_of_changes_reaches_the_socket_in_order(schools):
     assert ids == sorted(ids) and running.stats.batches == 1
     assert await socket.no_message(0.5)
     await socket.close()
+
+
+async def test_a_long_replay_lets_the_other_sockets_run_between_its_frames():
+    # Sending to a writable socket never yields: without turns, one socket's replay held the
+    # process's event loop, and the joins of every other socket waited behind it.
+    from events.delivery import STORED_FRAMES_PER_TURN, in_turns
+
+    ticks = 0
+
+    async def another_socket():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(another_socket())
+    await asyncio.sleep(0)
+    before = ticks
+    messages = [{"n": n} for n in range(10 * STORED_FRAMES_PER_TURN)]
+    sent = [message async for message in in_turns(messages)]
+    turns = ticks - before
+    other.cancel()
+    assert sent == messages
+    assert turns >= 10

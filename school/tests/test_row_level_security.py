@@ -8,7 +8,7 @@ from django.apps import apps
 from django.db import connection, transaction
 from django.db.utils import ProgrammingError
 
-from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
+from harry_realtime.tenancy import Tenant, current_tenant, dangerously_platform_context, tenant_context
 
 pytestmark = pytest.mark.django_db
 
@@ -234,13 +234,24 @@ def test_events_targeted_at_someone_else_are_hidden(world):
 
 
 def test_nested_context_restores_outer(world):
-    from harry_realtime.tenancy import current_tenant
-
     a, b = world.a.admin_user, world.b.admin_user
     with tenant_context(Tenant(a.organization_id, a.pk, "admin")):
         with tenant_context(Tenant(b.organization_id, b.pk, "admin")):
             assert current_tenant().organization_id == str(b.organization_id)
         assert current_tenant().organization_id == str(a.organization_id)
+    assert current_tenant() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outermost_context_ends_with_its_transaction():
+    # It neither reads nor restores the settings: the commit or rollback reverts them.
+    assert not connection.in_atomic_block
+    org = uuid.uuid4()
+    with tenant_context(Tenant(org, uuid.uuid4(), "admin")):
+        assert current_tenant().organization_id == str(org)
+    assert current_tenant() is None
+    with pytest.raises(ZeroDivisionError), tenant_context(Tenant(org, uuid.uuid4(), "admin")):
+        1 / 0
     assert current_tenant() is None
 
 
