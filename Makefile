@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The stamp covers both requirement sets: a change to either reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test test-cluster test-faults lint fuzz venv bench-gateway bench-pipeline bench-sync bench-bandwidth clean-data
+.PHONY: run test test-cluster test-faults lint fuzz venv bench-gateway bench-pipeline bench-sync bench-bandwidth bench-rejoin clean-data
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-sync: venv
 
 bench-bandwidth: venv
 	bash scripts/bench.sh bench/bandwidth.py
+
+# Every socket of a web process rejoining at once with a replay (after a web restart).
+bench-rejoin: venv
+	bash scripts/bench.sh bench/rejoin.py
 
 clean-data:
 	$(PYTHON) scripts/devservices.py down; rm -rf .data

@@ -41,10 +41,9 @@ class Client:
 
     async def push(self, topic, event, payload):
         reply = await self._request(topic, event, payload)
-        if topic != "phoenix":
-            # The socket handles frames in order and mirrors to the tables after replying: once a
-            # later heartbeat is answered, this message's table writes are done.
-            await self._request("phoenix", "heartbeat", {})
+        # The socket handles frames in order and mirrors to the tables after replying (a heartbeat
+        # too): once a later heartbeat is answered, this message's table writes are done.
+        await self._request("phoenix", "heartbeat", {})
         return reply
 
     async def _request(self, topic, event, payload):
