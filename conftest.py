@@ -1,9 +1,13 @@
 """Shared fixtures: a real test database (owner migrates, app role serves) and two schools."""
 
+import os
+import time
+
 import pytest
 from django.conf import settings
 from django.db import connections
 
+from harry_realtime import socket_db
 from harry_realtime.tenancy import Tenant, dangerously_platform_context, tenant_context
 
 
@@ -23,11 +27,42 @@ def django_db_setup(django_db_blocker):
             # Test-only: transactional tests empty the tables between tests as the app role.
             cursor.execute(f'GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO "{app.settings_dict["USER"]}"')
     yield
+    # A socket's last database call (its teardown's write) may still run on the sockets' threads.
+    socket_db.shutdown()
     with django_db_blocker.unblock():
         connections["default"].close()
         if hasattr(connections["default"], "close_pool"):
             connections["default"].close_pool()
+        _others_gone(owner)
         owner.creation.destroy_test_db(original_name, verbosity=0)
+
+
+def _others_gone(owner, timeout: float = 2.0) -> None:
+    """No other session may use the test database when it is dropped. psycopg's pool closes a
+    connection given back around its `close` (a reset on the pool's worker thread, a socket's last
+    write on its database thread) only once that is done; what still lingers after `timeout` is
+    ended with the administrator's connection (DATABASE_ADMIN_URL) when there is one."""
+    deadline = time.monotonic() + timeout
+    with owner.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        name = owner.settings_dict["NAME"]
+    admin_url = os.environ.get("DATABASE_ADMIN_URL")
+    if admin_url:
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND usename = %s",
+                [name, connections["default"].settings_dict["USER"]],
+            )
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,16 @@
 with a replay of what it missed, as after a web restart.
 
 A fresh seeded database, the listener, and EVENTS stored broadcasts on one attendance topic, all
-fanned out. Then, for each setting of the web process's socket database threads
-(`REALTIME_DB_THREADS`: 1, the one thread every socket shared before, and the default), a fresh
-uvicorn: SOCKETS Supabase-protocol clients connect, then all send their join at the same moment,
-each asking for the replay after the first stored event. Per round it measures, from that moment,
-when each join was answered and when each socket had its whole replay. ROUNDS rounds per setting;
-the median round is reported. The ratio is the default setting's time over the one thread's, in
-the same run. A join that is refused or not answered within JOIN_TIMEOUT is counted, not fatal.
+fanned out. Then, per case, a fresh uvicorn: SOCKETS Supabase-protocol clients connect, then all
+send their join at the same moment. Per round it measures, from that moment, when each join was
+answered and when each socket had its whole replay. ROUNDS rounds per case; the median round (by
+its last join) is reported. The cases, all in the same run:
+- each of BENCH_THREADS socket database threads (`REALTIME_DB_THREADS`; 1 is the one thread that
+  every socket of a process shared before), each join asking for the replay of all EVENTS;
+- the last thread setting with joins that ask for no replay: the floor of what joins cost.
+Ratios: the last join with replays over the floor (1.0: replays hold no join up), and the last
+thread setting over the first. A join refused or not answered within JOIN_TIMEOUT is counted in
+`failed`, never fatal.
 
 Environment: BENCH_SOCKETS (24), BENCH_EVENTS (300), BENCH_ROUNDS (3), BENCH_THREADS ("1,4");
 DATABASE_URL/REDIS_URL as for the tests.
@@ -44,6 +47,7 @@ EVENTS = int(os.environ.get("BENCH_EVENTS", "300"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 THREADS = [int(t) for t in os.environ.get("BENCH_THREADS", "1,4").split(",")]
 JOIN_TIMEOUT = 30.0
+CASES = [(threads, True) for threads in THREADS] + [(THREADS[-1], False)]
 
 
 @dataclass
@@ -60,7 +64,7 @@ def python(*args: str, env: dict) -> str:
     return done.stdout
 
 
-async def one_socket(url: str, topic: str, token: str, after_id: int, go: asyncio.Event, t0: list[float]):
+async def one_socket(url: str, topic: str, token: str, after_id: int | None, go: asyncio.Event, t0: list[float]):
     import websockets
 
     async with websockets.connect(url, max_size=None, open_timeout=JOIN_TIMEOUT) as ws:
@@ -71,7 +75,7 @@ async def one_socket(url: str, topic: str, token: str, after_id: int, go: asynci
             "join_ref": "1",
             "payload": {
                 "access_token": token,
-                "config": {"broadcast": {"replay": {"after_id": after_id, "limit": EVENTS}}, "private": True},
+                "config": {"broadcast": replay_config(after_id), "private": True},
             },
         }
         await go.wait()
@@ -79,7 +83,7 @@ async def one_socket(url: str, topic: str, token: str, after_id: int, go: asynci
         joined = replayed = None
         seen = 0
         deadline = t0[0] + JOIN_TIMEOUT
-        while replayed is None:
+        while joined is None or (after_id is not None and replayed is None):
             frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
             if frame.get("event") == "phx_reply" and frame.get("ref") == "1":
                 if frame["payload"].get("status") != "ok":
@@ -89,10 +93,14 @@ async def one_socket(url: str, topic: str, token: str, after_id: int, go: asynci
                 seen += 1
                 if seen == EVENTS:
                     replayed = time.monotonic() - t0[0]
-        return joined, replayed
+        return joined, replayed if after_id is not None else joined
 
 
-async def storm(url: str, topic: str, tokens: list[str], after_id: int) -> Round:
+def replay_config(after_id: int | None) -> dict:
+    return {} if after_id is None else {"replay": {"after_id": after_id, "limit": EVENTS}}
+
+
+async def storm(url: str, topic: str, tokens: list[str], after_id: int | None) -> Round:
     go = asyncio.Event()
     t0 = [0.0]
     tasks = [
@@ -122,7 +130,7 @@ def main() -> int:
         "REALTIME_MAX_CONNECTIONS_PER_USER": str(SOCKETS + 10),
         "REALTIME_MAX_CONNECTIONS_PER_ORG": str(SOCKETS + 10),
     }
-    rows: dict[int, list[Round]] = {}
+    rows: dict[tuple[int, bool], list[Round]] = {}
     try:
         with ServerProcess(["manage.py", "realtime_listen"], {**env, "LOG_LEVEL": "INFO"}, ready="listener active"):
             published = json.loads(
@@ -137,7 +145,7 @@ def main() -> int:
             )
             python(str(ROOT / "e2e" / "outbox_drained.py"), "60", env=env)
         after_id = min(published["seqs"]) - 1
-        for threads in THREADS:
+        for threads, replay in CASES:
             server_env = {
                 **env,
                 "REALTIME_DB_THREADS": str(threads),
@@ -148,9 +156,9 @@ def main() -> int:
             with ServerProcess(args, server_env) as server:
                 url = f"ws://127.0.0.1:{server.match.group(1)}/realtime/v1/websocket?vsn=1.0.0"
                 for round_no in range(ROUNDS):
-                    print(f"[bench] {threads} thread(s), round {round_no + 1}", file=sys.stderr)
-                    rows.setdefault(threads, []).append(
-                        asyncio.run(storm(url, f"realtime:{sub_topic}", tokens, after_id))
+                    print(f"[bench] {threads} thread(s), replay {replay}, round {round_no + 1}", file=sys.stderr)
+                    rows.setdefault((threads, replay), []).append(
+                        asyncio.run(storm(url, f"realtime:{sub_topic}", tokens, after_id if replay else None))
                     )
     finally:
         subprocess.run([sys.executable, str(ROOT / "e2e" / "prepare.py"), "drop", name], cwd=ROOT, check=False)
@@ -172,22 +180,27 @@ def summary(rounds: list[Round]) -> dict:
     }
 
 
-def report(rows: dict[int, list[Round]]) -> None:
-    print(f"\n{SOCKETS} sockets join at once, each replaying {EVENTS} events (median of {ROUNDS} rounds)\n")
-    print("| socket db threads | first join ms | p50 join ms | last join ms | all replays done ms | failed |")
-    print("|---|---|---|---|---|---|")
-    sums = {threads: summary(rounds) for threads, rounds in rows.items()}
-    for threads, s in sums.items():
+def report(rows: dict[tuple[int, bool], list[Round]]) -> None:
+    print(f"\n{SOCKETS} sockets join at once (median of {ROUNDS} rounds)\n")
+    print("| socket db threads | replay per join | first join ms | p50 join ms | last join ms", end="")
+    print(" | all replays done ms | failed |")
+    print("|---|---|---|---|---|---|---|")
+    sums = {case: summary(rounds) for case, rounds in rows.items()}
+    for (threads, replay), s in sums.items():
+        replays = f"{s['last_replay'] * 1000:.0f}" if replay else "-"
         print(
-            f"| {threads} | {s['first_join'] * 1000:.0f} | {s['p50_join'] * 1000:.0f} | {s['last_join'] * 1000:.0f}"
-            f" | {s['last_replay'] * 1000:.0f} | {s['failed']} |"
+            f"| {threads} | {EVENTS if replay else 0} | {s['first_join'] * 1000:.0f} | {s['p50_join'] * 1000:.0f}"
+            f" | {s['last_join'] * 1000:.0f} | {replays} | {s['failed']} |"
         )
-    base, best = sums.get(THREADS[0]), sums.get(THREADS[-1])
-    if base and best and len(sums) > 1:
+    first, last = THREADS[0], THREADS[-1]
+    floor, best, one = sums.get((last, False)), sums.get((last, True)), sums.get((first, True))
+    print()
+    if floor and best:
+        print(f"ratio last join, replays / no replay ({last} threads): {best['last_join'] / floor['last_join']:.2f}")
+    if one and best and first != last:
         print(
-            f"\nratio {THREADS[-1]} threads / {THREADS[0]}: last join {best['last_join'] / base['last_join']:.2f},"
-            f" p50 join {best['p50_join'] / base['p50_join']:.2f},"
-            f" all replays done {best['last_replay'] / base['last_replay']:.2f}"
+            f"ratio {last} threads / {first}: last join {best['last_join'] / one['last_join']:.2f},"
+            f" all replays done {best['last_replay'] / one['last_replay']:.2f}"
         )
 
 

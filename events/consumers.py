@@ -47,7 +47,7 @@ from . import lifecycle, limits, profiles, revocation
 from .adaptive import AdaptiveDeliveryMixin
 from .bindings import Binding, BindingError, parse_bindings
 from .broadcast_policy import BroadcastRefused, broadcast_check
-from .delivery import PipelineDeliveryMixin, validate_replay
+from .delivery import PipelineDeliveryMixin, Replay, join_unanswered, validate_replay
 from .messages import client_broadcast_message
 from .protocol import (
     SUPPORTED_VSNS,
@@ -328,13 +328,16 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
     # -- join / leave -------------------------------------------------------------------------
 
     async def handle_join(self, message: Message) -> None:
-        try:
-            channel = await self.authorize_join(message)
-        except JoinRefused as refused:
-            lifecycle.join_refused(self, message.topic, refused.reason)
-            await self._reply(message, "error", {"reason": refused.reason})
-            return
-        await self.complete_join(message, channel)
+        with join_unanswered():
+            try:
+                channel = await self.authorize_join(message)
+            except JoinRefused as refused:
+                lifecycle.join_refused(self, message.topic, refused.reason)
+                await self._reply(message, "error", {"reason": refused.reason})
+                return
+            answered = await self.complete_join(message, channel)
+        if answered is not None:
+            await self.welcome(channel, *answered)
 
     async def authorize_join(self, message: Message) -> JoinedChannel:
         topic = message.topic
@@ -402,12 +405,13 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
             presence_key=str(presence.get("key") or ""),
         )
 
-    async def complete_join(self, message: Message, channel: JoinedChannel) -> None:
+    async def complete_join(self, message: Message, channel: JoinedChannel) -> tuple[dict, Replay | None] | None:
         """Answer `ok` only once everything the join needs has succeeded: the channel-layer group
         is joined (before anything is read, so a live event is in the replay or arrives after
         it), the presence state is read and the replay's first page is loaded. Only then is the
         channel registered and the reply sent; a failure before that is a join error the client
-        retries, and leaves nothing behind."""
+        retries, and leaves nothing behind. Returns the presence state and the replay for
+        `welcome`, or None when the join failed."""
         previous = self.channels_joined.get(channel.topic)
         if previous is not None:
             # A re-join replaces the old join; its phx_close carries the old join_ref, which the
@@ -427,13 +431,17 @@ class RealtimeSocket(AdaptiveDeliveryMixin, PipelineDeliveryMixin, AsyncWebsocke
                 log.exception("could not leave the group of a failed join")
             lifecycle.join_refused(self, message.topic, JOIN_FAILED)
             await self._reply(message, "error", {"reason": JOIN_FAILED})
-            return
+            return None
         self.channels_joined[channel.topic] = channel
         self.joining = None
         self.channel_opened(channel)
         self.deadlines_changed.set()
         await self._reply(message, "ok", {"postgres_changes": [b.echo() for b in channel.bindings]})
         lifecycle.joined(self, message.topic)
+        return presence, replay
+
+    async def welcome(self, channel: JoinedChannel, presence: dict, replay: Replay | None) -> None:
+        """What follows an answered join: the presence state, the replay and the socket's rows."""
         await self._send(push(channel.topic, "presence_state", presence))
         if channel.bindings:
             await self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")

@@ -44,7 +44,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -147,7 +148,35 @@ async def in_turns(messages: list[dict]) -> AsyncIterator[dict]:
     for count, message in enumerate(messages, 1):
         yield message
         if count % STORED_FRAMES_PER_TURN == 0:
-            await asyncio.sleep(0)
+            await _give_way()
+
+
+# Joins of this process not yet answered. A client gives up on a join after a timeout (realtime-js:
+# 10 s by default, apps often set less) and backs off before it tries again; a replay has no
+# timeout. So while joins wait, the replays and catch-ups of other sockets pause at their next turn,
+# for at most JOIN_WAY_SECONDS per turn (so that a steady stream of joins cannot stall them).
+_joins_unanswered = 0
+JOIN_WAY_SECONDS = 0.05
+_JOIN_WAY_POLL_SECONDS = 0.005
+
+
+@contextmanager
+def join_unanswered() -> Iterator[None]:
+    """The block is a join being authorized and answered: replays give way to it."""
+    global _joins_unanswered
+    _joins_unanswered += 1
+    try:
+        yield
+    finally:
+        _joins_unanswered -= 1
+
+
+async def _give_way() -> None:
+    await asyncio.sleep(0)
+    waited = 0.0
+    while _joins_unanswered and waited < JOIN_WAY_SECONDS:
+        await asyncio.sleep(_JOIN_WAY_POLL_SECONDS)
+        waited += _JOIN_WAY_POLL_SECONDS
 
 
 @dataclass

@@ -49,3 +49,12 @@ class _SocketDatabaseCall(DatabaseSyncToAsync):
 def socket_db(func: Callable[..., Any]) -> Callable[..., Any]:
     """An async version of `func` that runs on the sockets' database threads."""
     return _SocketDatabaseCall(func)
+
+
+def shutdown() -> None:
+    """Wait for the calls in flight and let the threads go (the next call starts new ones)."""
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=True)

@@ -440,3 +440,45 @@ async def test_a_long_replay_lets_the_other_sockets_run_between_its_frames():
     other.cancel()
     assert sent == messages
     assert turns >= 10
+
+
+async def test_replays_give_way_to_a_join_until_it_is_answered():
+    # A client times out an unanswered join and backs off; a replay has no timeout.
+    from events.delivery import STORED_FRAMES_PER_TURN, in_turns, join_unanswered
+
+    order: list = []
+
+    async def join():
+        with join_unanswered():
+            await asyncio.sleep(0.02)  # its reads
+            order.append("answered")
+
+    async def replay():
+        async for message in in_turns(list(range(2 * STORED_FRAMES_PER_TURN))):
+            order.append(message)
+
+    await asyncio.gather(join(), replay())
+    assert order.index("answered") == STORED_FRAMES_PER_TURN
+    assert [m for m in order if m != "answered"] == list(range(2 * STORED_FRAMES_PER_TURN))
+
+
+async def test_a_join_that_is_never_answered_only_slows_replays():
+    from events.delivery import JOIN_WAY_SECONDS, STORED_FRAMES_PER_TURN, in_turns, join_unanswered
+
+    with join_unanswered():
+        started = asyncio.get_running_loop().time()
+        sent = [m async for m in in_turns(list(range(3 * STORED_FRAMES_PER_TURN)))]
+        took = asyncio.get_running_loop().time() - started
+    assert sent == list(range(3 * STORED_FRAMES_PER_TURN))
+    assert 3 * JOIN_WAY_SECONDS * 0.9 <= took < 5  # paused at each turn, for a bounded time
+
+
+async def test_answered_and_refused_joins_leave_no_join_waiting(schools, sockets):
+    from events import delivery
+
+    a = schools.a
+    await sockets.joined(a.teacher_user, attendance_topic(a))
+    refused = await sockets.open()
+    reply = await refused.join(attendance_topic(schools.b), token(a.teacher_user))
+    assert reply.payload["status"] == "error"
+    assert delivery._joins_unanswered == 0
