@@ -121,6 +121,10 @@ def _database(url: str, *, pooled: bool) -> dict:
         # Under ASGI every request may run on a different thread, so persistent per-thread
         # connections leak (measured: "remaining connection slots are reserved" under load).
         # psycopg's pool hands a connection to each unit of work and takes it back.
+        # The pool checks a connection before it hands it out (one empty query): after PostgreSQL
+        # restarts or terminates backends, its idle connections are dead, and the first join,
+        # replay page or presence write on one would fail.
+        config["CONN_HEALTH_CHECKS"] = True
         config["OPTIONS"] = {
             "pool": {
                 "min_size": env_int("DB_POOL_MIN_SIZE", 1),

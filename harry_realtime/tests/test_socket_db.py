@@ -2,6 +2,7 @@
 goes back to the pool, and the RLS context of one call never reaches another."""
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -60,3 +61,26 @@ async def test_the_tenant_context_of_one_call_does_not_reach_the_next(schools):
     assert await as_school_a() == str(a.organization_id)
     for _ in range(settings.REALTIME_DB_THREADS * 2):
         assert await outside_any() is None
+
+
+async def test_a_call_after_postgresql_ended_the_idle_connections_succeeds():
+    # The pool's idle connections die with their backends (a PostgreSQL restart, an operator's
+    # pg_terminate_backend); the pool checks a connection before it hands it out.
+    import psycopg
+
+    @socket_db
+    def count_users() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    await asyncio.gather(*(count_users() for _ in range(settings.REALTIME_DB_THREADS)))
+    with psycopg.connect(os.environ["DATABASE_ADMIN_URL"], autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = %s AND usename = %s AND state = 'idle'",
+            [connection.settings_dict["NAME"], connection.settings_dict["USER"]],
+        ).fetchone()[0]
+    assert ended >= 1
+    for _ in range(settings.REALTIME_DB_THREADS * 2):
+        assert await count_users() >= 1
