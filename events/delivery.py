@@ -16,7 +16,8 @@ Mixed into `RealtimeSocket` (events/consumers.py):
   layer hands over again and the replay seam never show twice.
 - `prepare_replay` / `send_replay`: `config.broadcast.replay = {since: <ms epoch>, limit: <n>}`
   (and, as an extension, `after_id: <seq>`) sends all the topic's stored events since then before
-  any live one, oldest first, in pages of `selectors.REPLAY_PAGE`, each with `meta.id` = seq and
+  any live one, oldest first, in pages of `selectors.REPLAY_PAGE` (the first, read before the join
+  is answered, of FIRST_REPLAY_PAGE), each with `meta.id` = seq and
   `meta.replayed: true`; beyond `limit` (at most REALTIME_REPLAY_MAX_EVENTS), or when a page
   cannot be read, a `system` message `resync_required` names the first missing seq
   (docs/protocol.md#replay). The consumer handles one message at a time and joins the topic group
@@ -87,6 +88,10 @@ CHANGE = "postgres_changes"
 CATCH_UP_PAGE = 500
 # Open sockets of this process, told to re-join their groups when Redis lost its data.
 _open_sockets: weakref.WeakSet = weakref.WeakSet()
+# Stored events a join reads before it is answered (that the replay can be read is part of the
+# join); the rest, in pages of selectors.REPLAY_PAGE, after the answer. A full first page made
+# every join of a rejoin storm wait for 500 events read and built, the other sockets' included.
+FIRST_REPLAY_PAGE = 32
 # Stored events a socket sends in a row before it lets the process's other sockets run. Sending to
 # a writable socket never yields, so a replay or catch-up of hundreds of events held the event
 # loop, and the joins of other sockets (rejoining after a web restart) waited behind it.
@@ -344,7 +349,7 @@ class PipelineDeliveryMixin:
         since_ms = config.get("since")
         since = None if since_ms is None else datetime.fromtimestamp(since_ms / 1000, tz=UTC)
         replay = Replay(since, config.get("after_id"), config.get("limit", replay_max()))
-        replay.page = await self._read_page(channel, replay, min(selectors.REPLAY_PAGE, replay.limit))
+        replay.page = await self._read_page(channel, replay, min(FIRST_REPLAY_PAGE, replay.limit))
         return replay
 
     async def _read_page(self, channel: Any, replay: Replay, size: int) -> ReplayPage:

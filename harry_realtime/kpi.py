@@ -12,6 +12,7 @@ deliveries a second per process), which must not wait on Redis.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import json
 import logging
@@ -180,13 +181,29 @@ def flush() -> None:
         log.warning("could not add %d metric series to Redis", sum(len(f) for f in values.values()))
 
 
+_stopping = threading.Event()
+
+
 def _flush_loop() -> None:
-    while True:
-        time.sleep(FLUSH_SECONDS)
+    while not _stopping.wait(FLUSH_SECONDS):
         try:
             flush()
         except Exception:  # the thread must outlive any one failure
             log.exception("metric flush failed")
+
+
+@atexit.register
+def _stop_flushing() -> None:
+    """At exit: the last flush, then the clients closed. A daemon thread stopped at exit in the
+    middle of a flush would keep its client's pool lock, and the client's finaliser would then wait
+    for that lock for ever (the process never ends)."""
+    _stopping.set()
+    thread = _buffer.thread
+    if thread is not None:
+        thread.join(timeout=FLUSH_SECONDS + 6)
+    flush()
+    for client in _clients.values():
+        client.close()
 
 
 def read(name: str) -> dict[str, float]:

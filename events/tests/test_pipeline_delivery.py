@@ -308,18 +308,22 @@ def store_unreadable(school) -> int:
 
 
 async def test_replay_that_cannot_read_a_page_says_resync_required(schools):
-    """The first page went out after the join's ok; the second cannot be read: the client is told
-    where the replay stopped, not left with less."""
+    """The first two pages went out after the join's ok; the third cannot be read: the client is
+    told where the replay stopped, not left with less."""
+    from events.delivery import FIRST_REPLAY_PAGE
+    from events.selectors import REPLAY_PAGE
+
     a = schools.a
     topic = attendance_topic(a)
-    seqs = await sync_to_async(store_notes)(a, 600)
+    readable = FIRST_REPLAY_PAGE + REPLAY_PAGE
+    seqs = await sync_to_async(store_notes)(a, readable + 100)
     await sync_to_async(store_unreadable)(a)
     socket, _ = await pg_join(a.teacher_user, topic, [], replay={"after_id": seqs[0] - 1})
-    got = await replayed_notes(socket, 500)
+    got = await replayed_notes(socket, readable)
     notice = await socket.until("system", topic=topic)
     assert notice.payload["code"] == "resync_required"
-    assert notice.payload["replayed"] == 500 and notice.payload["first_missing_id"] is None
-    assert notice.payload["after_id"] == got[-1].payload["meta"]["id"] == seqs[499]
+    assert notice.payload["replayed"] == readable and notice.payload["first_missing_id"] is None
+    assert notice.payload["after_id"] == got[-1].payload["meta"]["id"] == seqs[readable - 1]
     await socket.close()
 
 

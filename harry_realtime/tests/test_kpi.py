@@ -187,3 +187,19 @@ async def test_silent_and_dropped_sockets_count_as_such(schools, settings):
     assert grew("harry_heartbeats_total", outcome="missed") == 1
     assert grew("harry_websocket_disconnects_total", reason="idle_timeout") == 1
     assert grew("harry_websocket_disconnects_total", reason="dropped") == 1
+
+
+def test_a_process_flushes_its_last_observations_and_ends_at_exit():
+    import subprocess
+    import sys
+    import uuid
+
+    outcome = f"exit-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import django; django.setup(); from harry_realtime import kpi; "
+        f"kpi.inc('harry_heartbeats_total', outcome='{outcome}')"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "harry_realtime.settings"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, timeout=60, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert kpi.counter_values("harry_heartbeats_total").get((outcome,)) == 1
