@@ -22,6 +22,7 @@ from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 from django.conf import settings
+from django.db import connections
 
 _executor: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
@@ -44,6 +45,14 @@ class _SocketDatabaseCall(DatabaseSyncToAsync):
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._executor = _threads()
         return await super().__call__(*args, **kwargs)
+
+    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().thread_handler(loop, *args, **kwargs)
+        finally:
+            # Every connection of the thread goes back (to the pool), not only the obsolete ones:
+            # one kept here would still be used after PostgreSQL ended its backend.
+            connections.close_all()
 
 
 def socket_db(func: Callable[..., Any]) -> Callable[..., Any]:
